@@ -1,0 +1,108 @@
+"""Typed settings, read from CDC_* environment variables and an optional settings file.
+
+The settings file is a dotenv-style file (KEY=VALUE lines with CDC_ prefixes) named by
+CDC_SETTINGS_FILE, or ./cdc.env when that exists. Environment variables win over the file.
+Secrets are SecretStr so they never print in reprs, logs or `cdc stack status --json`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _default_cache_dir() -> Path:
+    # As root we run like a system daemon: /var/cache and /var/lib are traversable by the
+    # unprivileged `postgres` user that must own the private Postgres cluster, /root is not.
+    if _is_root():
+        return Path("/var/cache/cdc")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cdc"
+
+
+def _default_state_dir() -> Path:
+    if _is_root():
+        return Path("/var/lib/cdc")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "cdc"
+
+
+class Ports(BaseSettings):
+    """Every port the local stack binds, all on 127.0.0.1."""
+
+    model_config = SettingsConfigDict(env_prefix="CDC_PORT_", extra="ignore")
+
+    postgres: int = 5433
+    kafka: int = 9092
+    kafka_controller: int = 9093
+    connect: int = 8083
+    flink_rest: int = 8081
+    sql_gateway: int = 8082
+    zookeeper: int = 2181
+    pinot_controller: int = 9000
+    pinot_broker: int = 8099
+    pinot_server_netty: int = 8098
+    pinot_server_admin: int = 8097
+    pinot_server_grpc: int = 8090
+    pinot_broker_mse: int = 8421
+    pinot_server_mse: int = 8442
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CDC_",
+        env_file=os.environ.get("CDC_SETTINGS_FILE", "cdc.env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir,
+                            description="Downloaded artifacts (jars, Flink runtime); safe to share.")
+    state_dir: Path = Field(default_factory=_default_state_dir,
+                            description="Data, logs and pid files of the local stack.")
+    registry_path: Path | None = Field(default=None, description="SQLite registry; default STATE_DIR/registry.db")
+    host: str = "127.0.0.1"
+    ports: Ports = Field(default_factory=Ports)
+
+    # An existing Postgres to use as the default source instead of the private cluster.
+    postgres_dsn: SecretStr | None = None
+    postgres_bin_dir: Path | None = Field(default=None, description="Directory of initdb/postgres; auto-detected")
+
+    # Heaps, sized for a 2-core / 24 GiB machine that runs everything at once.
+    kafka_heap: str = "768m"
+    connect_heap: str = "768m"
+    zookeeper_heap: str = "256m"
+    pinot_heap: str = "2g"
+    flink_jobmanager_memory: str = "1024m"
+    flink_taskmanager_memory: str = "1728m"
+    flink_taskmanager_slots: int = 8
+
+    start_timeout_s: float = 180.0
+    stop_timeout_s: float = 30.0
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8765
+    api_token: SecretStr | None = None
+
+    @property
+    def registry_file(self) -> Path:
+        return self.registry_path or self.state_dir / "registry.db"
+
+    @property
+    def local_postgres_dsn(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.ports.postgres}/postgres"
+
+    def source_dsn(self) -> str:
+        """DSN of the default source: the configured one, or the private cluster."""
+        return self.postgres_dsn.get_secret_value() if self.postgres_dsn else self.local_postgres_dsn
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,87 @@
+"""Typed descriptions shared by every layer.
+
+TableInfo is what the catalog observed in Postgres; MirrorSpec is what the user asked
+for; Source is one Postgres database (one Debezium connector, one replication slot).
+The render functions turn (Source, TableInfo, MirrorSpec) into the three artifacts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ColumnKind = Literal["base", "enum", "array", "domain", "composite", "other"]
+
+
+class Column(BaseModel):
+    name: str                      # exact Postgres identifier (case preserved, unquoted)
+    type_name: str                 # format_type(), e.g. "numeric(12,2)", "text[]", "character varying(20)"
+    base_type: str                 # type name without modifiers, resolved through domains: "numeric", "_int4"
+    kind: ColumnKind = "base"
+    element_type: str | None = None  # for arrays: element base type, e.g. "int4", "text"
+    precision: int | None = None   # numeric precision / varchar length / time precision
+    scale: int | None = None       # numeric scale
+    nullable: bool = True
+    identity: bool = False         # serial or GENERATED ... AS IDENTITY
+    toastable: bool = False        # storage is extended/external: value may arrive as "unchanged TOAST"
+    position: int = 0              # attnum
+
+
+class TableInfo(BaseModel):
+    schema_name: str
+    table_name: str
+    columns: list[Column]
+    primary_key: list[str] = Field(default_factory=list)   # in key order
+    replica_identity: Literal["default", "full", "index", "nothing"] = "default"
+    oid: int | None = None
+
+    @property
+    def qualified(self) -> str:
+        """schema.table as Debezium's table.include.list and topic names spell it."""
+        return f"{self.schema_name}.{self.table_name}"
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+class Source(BaseModel):
+    """One Postgres database. The DSN is stored without its password (see secrets)."""
+
+    name: str
+    dsn: str                                  # password stripped
+    database: str = "postgres"
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    has_password: bool = False
+
+
+class MirrorSpec(BaseModel):
+    """What the user asked for: mirror SCHEMA.TABLE of SOURCE under NAME."""
+
+    name: str
+    source: str = "default"
+    schema_name: str
+    table_name: str
+    key_columns: list[str] | None = None      # --key override for tables without a primary key
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_name}.{self.table_name}"
+
+
+_NAME_BAD = re.compile(r"[^a-z0-9_]+")
+
+
+def derive_mirror_name(schema: str, table: str, source: str = "default") -> str:
+    """Documented derivation: lowercase `schema_table`, runs of other characters -> `_`;
+    sources other than `default` prefix `source__`. Pinot table and Flink job use it."""
+    base = _NAME_BAD.sub("_", f"{schema}_{table}".lower()).strip("_")
+    if source != "default":
+        base = _NAME_BAD.sub("_", source.lower()).strip("_") + "__" + base
+    return base
