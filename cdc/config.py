@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,14 @@ class Settings(BaseSettings):
     postgres_dsn: SecretStr | None = None
     postgres_bin_dir: Path | None = Field(default=None, description="Directory of initdb/postgres; auto-detected")
 
+    # Pinot: "local" runs ZooKeeper + one Pinot JVM from CDC_PINOT_HOME (an unpacked Apache
+    # Pinot binary distribution) or from Maven Central; "external" uses the URLs below;
+    # "auto" is local when it can be provisioned, else reports Pinot as unavailable.
+    pinot_mode: Literal["auto", "local", "external", "none"] = "auto"
+    pinot_home: Path | None = None
+    pinot_controller_url: str | None = None
+    pinot_broker_url: str | None = None
+
     # Heaps, sized for a 2-core / 24 GiB machine that runs everything at once.
     kafka_heap: str = "768m"
     connect_heap: str = "768m"
@@ -93,6 +102,30 @@ class Settings(BaseSettings):
     @property
     def registry_file(self) -> Path:
         return self.registry_path or self.state_dir / "registry.db"
+
+    @property
+    def controller_url(self) -> str:
+        return self.pinot_controller_url or f"http://{self.host}:{self.ports.pinot_controller}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.pinot_broker_url or f"http://{self.host}:{self.ports.pinot_broker}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.ports.kafka}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://{self.host}:{self.ports.connect}"
+
+    @property
+    def flink_url(self) -> str:
+        return f"http://{self.host}:{self.ports.flink_rest}"
+
+    @property
+    def sql_gateway_url(self) -> str:
+        return f"http://{self.host}:{self.ports.sql_gateway}"
 
     @property
     def local_postgres_dsn(self) -> str:

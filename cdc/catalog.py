@@ -1,0 +1,423 @@
+"""Postgres catalog client: what a table looks like, and whether it can be mirrored.
+
+Everything is read from pg_catalog (information_schema hides domains, identity details,
+storage and index key order). Names are always bound as parameters or sql.Identifier, so
+tables like "Sales-EU"."Order Items" work and nothing is string-formatted into SQL.
+
+`preflight` runs every check BEFORE anything is created (slot, publication, connector),
+because a half-created pipeline is harder to clean up than a clear error up front. It
+collects all fixable problems into one PreflightError so the user fixes them in one go.
+psycopg exceptions are translated here; callers only see cdc.errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import psycopg.conninfo
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from cdc.errors import ConfigError, NotFoundError, PermanentRemoteError, PreflightError, UnreachableError
+from cdc.models import Column, ColumnKind, TableInfo
+
+MIN_SERVER_VERSION = 100000          # pgoutput exists since Postgres 10
+_REPLIDENT = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
+_RELKIND = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
+            "f": "foreign table", "S": "sequence", "c": "composite type", "i": "index"}
+_TIME_TYPES = {"time", "timetz", "timestamp", "timestamptz"}
+# Reserved (R) and type/function (T) keywords: such names must be quoted to be valid SQL.
+_KEYWORDS = frozenset("""all analyse analyze and any array as asc asymmetric authorization binary both case cast
+check collate collation column concurrently constraint create cross current_catalog current_date current_role
+current_schema current_time current_timestamp current_user default deferrable desc distinct do else end except
+false fetch for foreign freeze from full grant group having ilike in initially inner intersect into is isnull join
+lateral leading left like limit localtime localtimestamp natural not notnull null offset on only or order outer
+overlaps placing primary references returning right select session_user similar some symmetric system_user table
+tablesample then to trailing true union unique user using variadic verbose when where window with""".split())
+_AUTH_WORDS = ("authentication failed", "does not exist", "no pg_hba.conf entry", "password", "permission denied")
+
+
+# ---------------------------------------------------------------- secrets and formatting
+
+def _dsn_password(dsn: str) -> str | None:
+    """The password written in a DSN (URL or key=value form), if any.
+
+    libpq's own parser is tried first; the regexes cover DSNs it rejects, whose text can
+    still end up in error messages."""
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+        if password:
+            return str(password)
+    except psycopg.Error:
+        pass
+    if "://" in dsn:
+        m = re.match(r"[^:/]*://([^@/]*)@", dsn)  # libpq: userinfo ends at the first '@' before any '/'
+        if m and ":" in m.group(1):
+            return m.group(1).split(":", 1)[1] or None
+        m = re.search(r"[?&]password=([^&]*)", dsn)
+        return (m.group(1) or None) if m else None
+    m = re.search(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", dsn)
+    return (m.group(1).strip("'") or None) if m else None
+
+
+def redact_dsn(dsn: str) -> str:
+    """Return the DSN with any password replaced by ***, safe for logs and error messages."""
+    if "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        m = re.match(r"([^@/:]*):(.*)@", rest)  # greedy: an unencoded '@' or '/' must not leak
+        if m:
+            rest = f"{m.group(1)}:***@" + rest[m.end():]
+        return f"{scheme}://" + re.sub(r"([?&]password=)[^&]*", r"\1***", rest)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1***", dsn)
+
+
+def scrub(text: str, dsn: str) -> str:
+    """Remove the DSN and its password (raw or %-encoded) from arbitrary text, e.g. libpq errors."""
+    text = text.replace(dsn, redact_dsn(dsn))
+    password = _dsn_password(dsn)
+    for form in {password, quote(password, safe="")} if password else ():
+        text = text.replace(form, "***")
+    return text
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier only when Postgres needs it, so hints can be pasted into psql."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and name not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified_name(schema: str, table: str) -> str:
+    """schema.table as SQL would spell it, e.g. "Sales-EU"."Order Items"."""
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def format_problems(subject: str, problems: list[tuple[str, str]]) -> PreflightError:
+    """Build one PreflightError from (what is wrong, how to fix it) pairs.
+
+    One problem reads as a plain sentence; several are numbered, with fixes numbered to
+    match, so `str(err)` is readable in a terminal without extra formatting by the caller.
+    """
+    if len(problems) == 1:
+        what, fix = problems[0]
+        return PreflightError(f"{subject}: {what}", hint=fix)
+    lines = [f"{subject}: {len(problems)} problems"]
+    lines += [f"  {i}. {what}" for i, (what, _) in enumerate(problems, 1)]
+    hint = "\n        ".join(f"{i}. {fix}" for i, (_, fix) in enumerate(problems, 1))
+    return PreflightError("\n".join(lines), hint=hint)
+
+
+# ---------------------------------------------------------------- connecting
+
+def connect(dsn: str, *, connect_timeout: int = 10, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """Open a connection, translating failures: unreachable server -> UnreachableError
+    (transient, retry), server reachable but refusing us -> PreflightError (user must fix)."""
+    try:
+        return psycopg.connect(dsn, connect_timeout=connect_timeout, autocommit=autocommit,
+                               application_name="cdc")
+    except psycopg.ProgrammingError as e:
+        raise ConfigError(f"invalid Postgres DSN {redact_dsn(dsn)!r}: {scrub(str(e).strip(), dsn)}",
+                          hint="use postgresql://user@host:port/dbname or 'host=... dbname=...'") from None
+    except psycopg.OperationalError as e:
+        reason = scrub(str(e).strip(), dsn)
+        if "FATAL" in reason and any(w in reason for w in _AUTH_WORDS):
+            raise PreflightError(f"Postgres at {redact_dsn(dsn)} refused the connection: {reason}",
+                                 hint="check the user, password, database name and pg_hba.conf") from None
+        raise UnreachableError("postgres", f"cannot connect to {redact_dsn(dsn)}: {reason}",
+                               hint="check that Postgres is running and reachable from this host") from None
+
+
+@contextmanager
+def _translated(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Turn psycopg errors raised by catalog queries into the cdc error tree."""
+    try:
+        yield
+    except psycopg.Error as e:
+        if isinstance(e, psycopg.OperationalError) and (conn.closed or conn.broken):
+            raise UnreachableError("postgres", f"connection lost: {str(e).strip()}",
+                                   hint="check that Postgres is still running, then retry") from None
+        raise PermanentRemoteError("postgres", f"catalog query failed: {str(e).strip()}") from None
+
+
+# ---------------------------------------------------------------- introspection
+
+_REL_SQL = """
+SELECT c.oid, c.relkind, c.relreplident, c.relpersistence,
+       pg_has_role(c.relowner, 'USAGE') AS is_owner,
+       pg_get_userbyid(c.relowner) AS owner,
+       has_table_privilege(c.oid, 'SELECT') AS can_select,
+       has_schema_privilege(n.oid, 'USAGE') AS can_use_schema
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s"""
+
+_COLUMNS_SQL = """
+SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS type_name,
+       a.attnotnull, a.attidentity, a.attstorage, t.typtype, t.typlen, t.typcategory,
+       bt.typname AS base_name, bt.typcategory AS base_category, base.typmod AS base_typmod,
+       et.typname AS elem_name, pg_get_expr(d.adbin, d.adrelid) AS default_expr
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+CROSS JOIN LATERAL (
+    WITH RECURSIVE chain(oid, typmod, depth) AS (
+        SELECT a.atttypid, a.atttypmod, 0
+        UNION ALL
+        SELECT d.typbasetype, d.typtypmod, chain.depth + 1
+        FROM chain JOIN pg_type d ON d.oid = chain.oid WHERE d.typtype = 'd')
+    SELECT oid, typmod FROM chain ORDER BY depth DESC LIMIT 1) base
+JOIN pg_type bt ON bt.oid = base.oid
+LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum"""
+
+_INDEX_COLS_SQL = """
+SELECT a.attname FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.{flag} ORDER BY k.ord"""
+
+
+def _modifiers(type_name: str, typmod: int) -> tuple[int | None, int | None]:
+    """Decode atttypmod into (precision/length, scale) the way format_type does."""
+    if typmod < 0:
+        return None, None
+    if type_name == "numeric":
+        return ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 1024) - 1024
+    if type_name in ("varchar", "bpchar"):
+        return typmod - 4, None
+    if type_name in _TIME_TYPES or type_name in ("bit", "varbit"):
+        return typmod, None
+    if type_name == "interval" and (typmod & 0xFFFF) != 0xFFFF:
+        return typmod & 0xFFFF, None
+    return None, None
+
+
+def _kind(typtype: str, typcategory: str) -> ColumnKind:
+    if typtype == "d":
+        return "domain"
+    if typtype == "e":
+        return "enum"
+    if typtype == "c":
+        return "composite"
+    if typcategory == "A":
+        return "array"
+    return "base" if typtype == "b" else "other"
+
+
+def _column(r: dict[str, Any]) -> Column:
+    is_array = r["base_category"] == "A"
+    precision, scale = _modifiers(r["elem_name"] if is_array else r["base_name"], r["base_typmod"])
+    default = r["default_expr"] or ""
+    return Column(
+        name=r["attname"], type_name=r["type_name"], base_type=r["base_name"],
+        kind=_kind(r["typtype"], r["typcategory"]), element_type=r["elem_name"] if is_array else None,
+        precision=precision, scale=scale, nullable=not r["attnotnull"],
+        identity=r["attidentity"] in ("a", "d") or default.startswith("nextval("),
+        toastable=r["attstorage"] in ("x", "e") and r["typlen"] == -1, position=r["attnum"])
+
+
+def _relation(conn: psycopg.Connection[Any], schema: str, table: str) -> dict[str, Any]:
+    with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_REL_SQL, (schema, table)).fetchone()
+    if row is None:
+        raise _not_found(conn, schema, table)
+    return row
+
+
+def _not_found(conn: psycopg.Connection[Any], schema: str, table: str) -> NotFoundError:
+    """NotFoundError naming the closest existing relations (case slips, typos)."""
+    with _translated(conn), conn.cursor() as cur:
+        names = [(s, t) for s, t in cur.execute(
+            """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r','p','v','m','f') AND n.nspname NOT IN ('pg_catalog','information_schema')
+                 AND n.nspname !~ '^pg_(toast|temp)' LIMIT 20000""")]
+        has_schema = cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+        db = cur.execute("SELECT current_database()").fetchone()
+    by_lower = {f"{s}.{t}".lower(): (s, t) for s, t in names}
+    matches = difflib.get_close_matches(f"{schema}.{table}".lower(), list(by_lower), n=3, cutoff=0.6)
+    what = f"table {qualified_name(schema, table)} not found in database {quote_ident(db[0] if db else '?')}"
+    if not has_schema:
+        what += f" (there is no schema {quote_ident(schema)})"
+    if matches:
+        hint = "did you mean " + " or ".join(qualified_name(*by_lower[m]) for m in matches) + "?"
+    else:
+        hint = "check the schema and table name; names are case-sensitive, give them exactly as in Postgres"
+    return NotFoundError(what, hint=hint)
+
+
+def introspect(conn: psycopg.Connection[Any], schema: str, table: str) -> TableInfo:
+    """Describe schema.table (exact-case names) from pg_catalog; NotFoundError if absent."""
+    rel = _relation(conn, schema, table)
+    with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
+        columns = [_column(r) for r in cur.execute(_COLUMNS_SQL, (rel["oid"],))]
+        pk = [r["attname"] for r in cur.execute(_INDEX_COLS_SQL.format(flag="indisprimary"), (rel["oid"],))]
+    return TableInfo(schema_name=schema, table_name=table, columns=columns, primary_key=pk,
+                     replica_identity=_REPLIDENT[rel["relreplident"]], oid=rel["oid"])  # type: ignore[arg-type]
+
+
+def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
+    """ALTER TABLE ... REPLICA IDENTITY FULL, only when the user accepted it: without a
+    primary key this is how UPDATE/DELETE events carry the old row (and thus the key)."""
+    _relation(conn, schema, table)  # NotFoundError with suggestions, not a raw UndefinedTable
+    stmt = sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(sql.Identifier(schema), sql.Identifier(table))
+    try:
+        with conn.transaction():
+            conn.execute(stmt)
+    except psycopg.errors.InsufficientPrivilege:
+        raise PreflightError(f"cannot set REPLICA IDENTITY FULL on {qualified_name(schema, table)}: "
+                             "only the table owner may alter it",
+                             hint=f"ask the owner to run: ALTER TABLE {qualified_name(schema, table)} "
+                                  "REPLICA IDENTITY FULL;") from None
+    except psycopg.Error:
+        with _translated(conn):
+            raise
+
+
+# ---------------------------------------------------------------- preflight
+
+def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_columns: list[str] | None,
+              *, check_create_publication: bool = True, slot_name: str | None = None) -> TableInfo:
+    """Check that schema.table can be mirrored through Debezium/pgoutput; return its TableInfo.
+
+    Raises NotFoundError for an unknown table, PreflightError (all problems, each with its
+    fix) for anything the user must change. `slot_name`: when that replication slot already
+    exists (another mirror on this source), no free slot or WAL sender is required.
+    """
+    name = qualified_name(schema, table)
+    subject = f"cannot mirror {name}"
+    version = conn.info.server_version
+    if version < MIN_SERVER_VERSION:
+        raise PreflightError(f"{subject}: Postgres {version // 10000} is too old; logical decoding with "
+                             "pgoutput needs Postgres 10 or newer", hint="upgrade the server to Postgres 10+")
+    rel = _relation(conn, schema, table)
+    kind = rel["relkind"]
+    if kind not in ("r", "p"):
+        raise PreflightError(f"{subject}: it is a {_RELKIND.get(kind, 'relation')}, and logical replication "
+                             "only streams ordinary and partitioned tables",
+                             hint="mirror the underlying table(s) instead")
+    problems: list[tuple[str, str]] = []
+    with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
+        s = cur.execute(
+            """SELECT current_setting('wal_level') AS wal_level,
+                      current_setting('max_replication_slots')::int AS max_slots,
+                      current_setting('max_wal_senders')::int AS max_senders,
+                      (SELECT count(*) FROM pg_replication_slots) AS used_slots,
+                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender') AS used_senders,
+                      (SELECT active FROM pg_replication_slots WHERE slot_name = %s) AS slot_active,
+                      r.rolname, r.rolsuper, r.rolreplication,
+                      CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication')
+                           THEN pg_has_role('rds_replication', 'MEMBER') ELSE false END AS rds_replication,
+                      has_database_privilege(current_database(), 'CREATE') AS can_create,
+                      current_database() AS db
+               FROM pg_roles r WHERE r.rolname = current_user""", (slot_name,)).fetchone()
+    assert s is not None  # current_user always has a pg_roles row
+    role, db = quote_ident(s["rolname"]), quote_ident(s["db"])
+    restart = "then restart Postgres"
+    if s["wal_level"] != "logical":
+        problems.append((f"wal_level is '{s['wal_level']}', but change data capture needs 'logical'",
+                         f"ALTER SYSTEM SET wal_level = logical; {restart}"))
+    if s["max_slots"] <= 0 or s["max_senders"] <= 0:
+        problems.append((f"max_replication_slots = {s['max_slots']} and max_wal_senders = {s['max_senders']}; "
+                         "both must be > 0", f"ALTER SYSTEM SET max_replication_slots = 10; ALTER SYSTEM SET "
+                                             f"max_wal_senders = 10; {restart}"))
+    else:
+        if s["slot_active"] is None and s["used_slots"] >= s["max_slots"]:
+            problems.append((f"all {s['max_slots']} replication slots are in use",
+                             "drop unused slots (SELECT pg_drop_replication_slot(name)) or raise "
+                             f"max_replication_slots; {restart}"))
+        if not s["slot_active"] and s["used_senders"] >= s["max_senders"]:
+            problems.append((f"all {s['max_senders']} WAL senders are busy",
+                             f"raise max_wal_senders (ALTER SYSTEM SET max_wal_senders = ...); {restart}"))
+    if not (s["rolsuper"] or s["rolreplication"] or s["rds_replication"]):
+        problems.append((f"role {role} may not replicate (it has neither REPLICATION nor SUPERUSER)",
+                         f"ALTER ROLE {role} REPLICATION;  (on RDS: GRANT rds_replication TO {role};)"))
+    if check_create_publication and not rel["is_owner"]:
+        problems.append((f"role {role} does not own {name} (owner: {quote_ident(rel['owner'])}); Debezium must "
+                         "own a table to add it to its publication",
+                         f"ALTER TABLE {name} OWNER TO {role};  or pre-create the publication as the owner"))
+    if check_create_publication and not s["can_create"]:
+        problems.append((f"role {role} may not CREATE PUBLICATION in database {db}",
+                         f"GRANT CREATE ON DATABASE {db} TO {role};"))
+    if not rel["can_use_schema"]:
+        problems.append((f"role {role} has no USAGE on schema {quote_ident(schema)}",
+                         f"GRANT USAGE ON SCHEMA {quote_ident(schema)} TO {role};"))
+    if not rel["can_select"]:
+        problems.append((f"role {role} may not SELECT from {name}, which the initial snapshot needs",
+                         f"GRANT SELECT ON {name} TO {role};"))
+    if rel["relpersistence"] != "p":
+        problems.append((f"{name} is UNLOGGED or TEMPORARY, so its changes never reach the WAL",
+                         f"ALTER TABLE {name} SET LOGGED;"))
+    if kind == "p" and version < 130000:
+        problems.append((f"{name} is partitioned; publishing partitioned tables needs Postgres 13+",
+                         "upgrade to Postgres 13+, or mirror each partition"))
+    info = introspect(conn, schema, table)
+    problems += _key_problems(conn, info, rel["oid"], key_columns)
+    problems += _type_problems(info)
+    if problems:
+        raise format_problems(subject, problems)
+    return info
+
+
+def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
+                  key_columns: list[str] | None) -> list[tuple[str, str]]:
+    """The mirror needs a key in every event, including the old row of UPDATE/DELETE."""
+    name = qualified_name(info.schema_name, info.table_name)
+    full = f"ALTER TABLE {name} REPLICA IDENTITY FULL;"
+    if not key_columns:
+        if not info.primary_key:
+            return [(f"{name} has no primary key, so rows cannot be matched to mirror rows",
+                     "add a primary key, or pass --key COLUMN[,COLUMN] naming NOT NULL columns that are unique "
+                     "(this also needs REPLICA IDENTITY FULL, which cdc sets when you accept it)")]
+        key_columns = info.primary_key
+    names = {c.name: c for c in info.columns}
+    missing = [k for k in key_columns if k not in names]
+    if missing:
+        return [(f"--key column(s) {', '.join(quote_ident(m) for m in missing)} do not exist in {name}",
+                 "choose from: " + ", ".join(quote_ident(c.name) for c in info.columns))]
+    problems = [(f"--key column {quote_ident(k)} is nullable; a key must never be NULL",
+                 f"ALTER TABLE {name} ALTER COLUMN {quote_ident(k)} SET NOT NULL;")
+                for k in key_columns if names[k].nullable]
+    keys = set(key_columns)
+    ident = info.replica_identity
+    if ident == "index":
+        with _translated(conn), conn.cursor() as cur:
+            covered = {r[0] for r in cur.execute(_INDEX_COLS_SQL.format(flag="indisreplident"), (oid,))}
+    else:
+        covered = set(info.primary_key) if ident == "default" else set()
+    if ident != "full" and not keys <= covered:
+        if ident == "nothing":
+            what = f"{name} has REPLICA IDENTITY NOTHING: UPDATE and DELETE would fail once it is published"
+        elif not info.primary_key:
+            what = (f"{name} has no primary key, so with --key {', '.join(key_columns)} it needs "
+                    "REPLICA IDENTITY FULL for UPDATE/DELETE events to carry the key (not set yet)")
+        else:
+            what = (f"the replica identity of {name} does not include key column(s) "
+                    f"{', '.join(sorted(keys - covered))}; UPDATE/DELETE events would lack them")
+        problems.append((what, f"accept REPLICA IDENTITY FULL (cdc runs `{full}`) or run it yourself; it makes "
+                               "UPDATE/DELETE log the whole old row (more WAL)"))
+    return problems
+
+
+def _type_problems(info: TableInfo) -> list[tuple[str, str]]:
+    """Delegate type support to cdc.typemap when it exists (it is optional at import time)."""
+    try:
+        typemap = importlib.import_module("cdc.typemap")
+    except ModuleNotFoundError as e:
+        if e.name in ("cdc.typemap", "cdc"):
+            return []
+        raise
+    result = typemap.check_supported(info)  # may raise a CdcError itself
+    if isinstance(result, (list, tuple)):
+        return [(str(r), "change the column type, or leave the column out of the mirror") for r in result]
+    return []
+
+
+__all__ = ["connect", "format_problems", "introspect", "preflight", "qualified_name",
+           "quote_ident", "redact_dsn", "scrub", "set_replica_identity_full"]
