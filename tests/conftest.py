@@ -1,0 +1,26 @@
+"""Shared fixtures. Integration tests share ONE running stack per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdc.config import Settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> dict:
+    """Bring the local stack up if it is not (idempotent), return its status dict."""
+    from cdc.stack import manager
+    st = manager.up(settings)
+    assert st["healthy"], st
+    return st
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Integration tests run after the fast unit tests so a broken unit fails early.
+    items.sort(key=lambda it: 1 if it.get_closest_marker("integration") else 0)
