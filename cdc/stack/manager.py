@@ -98,7 +98,7 @@ def up(settings: Settings, progress: Progress = _say) -> dict:
                 waiting.append(s)
             # Wait for the first of the waiting to be healthy (others progress meanwhile).
             s = waiting.pop(0)
-            s.wait_healthy(settings.start_timeout_s - (time.monotonic() - t0) + 30, progress)
+            s.wait_healthy(settings.start_timeout_s, progress)
             progress(f"{s.name} healthy ({time.monotonic() - t0:.1f}s)")
     except BaseException:
         progress("start failed: stopping what this `up` started")
