@@ -30,8 +30,7 @@ from cdc.models import Column, ColumnKind, TableInfo
 
 MIN_SERVER_VERSION = 100000          # pgoutput exists since Postgres 10
 _REPLIDENT = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
-_RELKIND = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
-            "f": "foreign table", "S": "sequence", "c": "composite type", "i": "index"}
+_RELKIND = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence", "c": "composite type"}
 _TIME_TYPES = {"time", "timetz", "timestamp", "timestamptz"}
 # Reserved (R) and type/function (T) keywords: such names must be quoted to be valid SQL.
 _KEYWORDS = frozenset("""all analyse analyze and any array as asc asymmetric authorization binary both case cast
@@ -47,24 +46,14 @@ _AUTH_WORDS = ("authentication failed", "does not exist", "no pg_hba.conf entry"
 # ---------------------------------------------------------------- secrets and formatting
 
 def _dsn_password(dsn: str) -> str | None:
-    """The password written in a DSN (URL or key=value form), if any.
-
-    libpq's own parser is tried first; the regexes cover DSNs it rejects, whose text can
-    still end up in error messages."""
+    """The password in a DSN: libpq's parser first, then the patterns redact_dsn uses."""
     try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-        if password:
-            return str(password)
+        found = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
     except psycopg.Error:
-        pass
-    if "://" in dsn:
-        m = re.match(r"[^:/]*://([^@/]*)@", dsn)  # libpq: userinfo ends at the first '@' before any '/'
-        if m and ":" in m.group(1):
-            return m.group(1).split(":", 1)[1] or None
-        m = re.search(r"[?&]password=([^&]*)", dsn)
-        return (m.group(1) or None) if m else None
-    m = re.search(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", dsn)
-    return (m.group(1).strip("'") or None) if m else None
+        found = None
+    m = None if found else (re.match(r"[^:/]*://[^@/:]*:(.*)@", dsn) or re.search(r"[?&]password=([^&]*)", dsn)
+                            or re.search(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", dsn))
+    return str(found) if found else (m.group(1).strip("'") or None) if m else None
 
 
 def redact_dsn(dsn: str) -> str:
@@ -122,8 +111,9 @@ def connect(dsn: str, *, connect_timeout: int = 10, autocommit: bool = True) -> 
     try:
         return psycopg.connect(dsn, connect_timeout=connect_timeout, autocommit=autocommit,
                                application_name="cdc")
-    except psycopg.ProgrammingError as e:
-        raise ConfigError(f"invalid Postgres DSN {redact_dsn(dsn)!r}: {scrub(str(e).strip(), dsn)}",
+    except psycopg.ProgrammingError as e:  # libpq may quote a fragment of a mangled password: omit it
+        reason = "" if _dsn_password(dsn) else f": {str(e).strip()}"
+        raise ConfigError(f"invalid Postgres DSN {redact_dsn(dsn)!r}{reason}",
                           hint="use postgresql://user@host:port/dbname or 'host=... dbname=...'") from None
     except psycopg.OperationalError as e:
         reason = scrub(str(e).strip(), dsn)
@@ -181,7 +171,7 @@ _INDEX_COLS_SQL = """
 SELECT a.attname FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = %s AND i.{flag} ORDER BY k.ord"""
+WHERE i.indrelid = %s AND CASE WHEN %s THEN i.indisprimary ELSE i.indisreplident END ORDER BY k.ord"""
 
 
 def _modifiers(type_name: str, typmod: int) -> tuple[int | None, int | None]:
@@ -200,15 +190,9 @@ def _modifiers(type_name: str, typmod: int) -> tuple[int | None, int | None]:
 
 
 def _kind(typtype: str, typcategory: str) -> ColumnKind:
-    if typtype == "d":
-        return "domain"
-    if typtype == "e":
-        return "enum"
-    if typtype == "c":
-        return "composite"
-    if typcategory == "A":
-        return "array"
-    return "base" if typtype == "b" else "other"
+    """Domain/enum/composite win over array: the declared type is what the user wrote."""
+    kinds: dict[str, ColumnKind] = {"d": "domain", "e": "enum", "c": "composite"}
+    return kinds.get(typtype) or ("array" if typcategory == "A" else "base" if typtype == "b" else "other")
 
 
 def _column(r: dict[str, Any]) -> Column:
@@ -257,7 +241,7 @@ def introspect(conn: psycopg.Connection[Any], schema: str, table: str) -> TableI
     rel = _relation(conn, schema, table)
     with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
         columns = [_column(r) for r in cur.execute(_COLUMNS_SQL, (rel["oid"],))]
-        pk = [r["attname"] for r in cur.execute(_INDEX_COLS_SQL.format(flag="indisprimary"), (rel["oid"],))]
+        pk = [r["attname"] for r in cur.execute(_INDEX_COLS_SQL, (rel["oid"], True))]
     return TableInfo(schema_name=schema, table_name=table, columns=columns, primary_key=pk,
                      replica_identity=_REPLIDENT[rel["relreplident"]], oid=rel["oid"])  # type: ignore[arg-type]
 
@@ -267,17 +251,14 @@ def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table:
     primary key this is how UPDATE/DELETE events carry the old row (and thus the key)."""
     _relation(conn, schema, table)  # NotFoundError with suggestions, not a raw UndefinedTable
     stmt = sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(sql.Identifier(schema), sql.Identifier(table))
-    try:
-        with conn.transaction():
-            conn.execute(stmt)
-    except psycopg.errors.InsufficientPrivilege:
-        raise PreflightError(f"cannot set REPLICA IDENTITY FULL on {qualified_name(schema, table)}: "
-                             "only the table owner may alter it",
-                             hint=f"ask the owner to run: ALTER TABLE {qualified_name(schema, table)} "
-                                  "REPLICA IDENTITY FULL;") from None
-    except psycopg.Error:
-        with _translated(conn):
-            raise
+    name = qualified_name(schema, table)
+    with _translated(conn):
+        try:
+            with conn.transaction():  # commits unless the caller already has a transaction open
+                conn.execute(stmt)
+        except psycopg.errors.InsufficientPrivilege:
+            raise PreflightError(f"cannot set REPLICA IDENTITY FULL on {name}: only its owner may alter it",
+                                 hint=f"ask the owner to run: ALTER TABLE {name} REPLICA IDENTITY FULL;") from None
 
 
 # ---------------------------------------------------------------- preflight
@@ -290,15 +271,13 @@ def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_column
     fix) for anything the user must change. `slot_name`: when that replication slot already
     exists (another mirror on this source), no free slot or WAL sender is required.
     """
-    name = qualified_name(schema, table)
+    name, version = qualified_name(schema, table), conn.info.server_version
     subject = f"cannot mirror {name}"
-    version = conn.info.server_version
     if version < MIN_SERVER_VERSION:
         raise PreflightError(f"{subject}: Postgres {version // 10000} is too old; logical decoding with "
                              "pgoutput needs Postgres 10 or newer", hint="upgrade the server to Postgres 10+")
     rel = _relation(conn, schema, table)
-    kind = rel["relkind"]
-    if kind not in ("r", "p"):
+    if (kind := rel["relkind"]) not in ("r", "p"):
         raise PreflightError(f"{subject}: it is a {_RELKIND.get(kind, 'relation')}, and logical replication "
                              "only streams ordinary and partitioned tables",
                              hint="mirror the underlying table(s) instead")
@@ -324,9 +303,9 @@ def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_column
         problems.append((f"wal_level is '{s['wal_level']}', but change data capture needs 'logical'",
                          f"ALTER SYSTEM SET wal_level = logical; {restart}"))
     if s["max_slots"] <= 0 or s["max_senders"] <= 0:
-        problems.append((f"max_replication_slots = {s['max_slots']} and max_wal_senders = {s['max_senders']}; "
-                         "both must be > 0", f"ALTER SYSTEM SET max_replication_slots = 10; ALTER SYSTEM SET "
-                                             f"max_wal_senders = 10; {restart}"))
+        problems.append((f"max_replication_slots = {s['max_slots']}, max_wal_senders = {s['max_senders']}; both "
+                         "must be > 0", f"ALTER SYSTEM SET max_replication_slots = 10; ALTER SYSTEM SET "
+                         f"max_wal_senders = 10; {restart}"))
     else:
         if s["slot_active"] is None and s["used_slots"] >= s["max_slots"]:
             problems.append((f"all {s['max_slots']} replication slots are in use",
@@ -369,7 +348,6 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
                   key_columns: list[str] | None) -> list[tuple[str, str]]:
     """The mirror needs a key in every event, including the old row of UPDATE/DELETE."""
     name = qualified_name(info.schema_name, info.table_name)
-    full = f"ALTER TABLE {name} REPLICA IDENTITY FULL;"
     if not key_columns:
         if not info.primary_key:
             return [(f"{name} has no primary key, so rows cannot be matched to mirror rows",
@@ -377,20 +355,17 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
                      "(this also needs REPLICA IDENTITY FULL, which cdc sets when you accept it)")]
         key_columns = info.primary_key
     names = {c.name: c for c in info.columns}
-    missing = [k for k in key_columns if k not in names]
-    if missing:
+    if missing := [k for k in key_columns if k not in names]:
         return [(f"--key column(s) {', '.join(quote_ident(m) for m in missing)} do not exist in {name}",
                  "choose from: " + ", ".join(quote_ident(c.name) for c in info.columns))]
     problems = [(f"--key column {quote_ident(k)} is nullable; a key must never be NULL",
                  f"ALTER TABLE {name} ALTER COLUMN {quote_ident(k)} SET NOT NULL;")
                 for k in key_columns if names[k].nullable]
-    keys = set(key_columns)
-    ident = info.replica_identity
+    keys, ident = set(key_columns), info.replica_identity
+    covered = set(info.primary_key) if ident == "default" else set()
     if ident == "index":
         with _translated(conn), conn.cursor() as cur:
-            covered = {r[0] for r in cur.execute(_INDEX_COLS_SQL.format(flag="indisreplident"), (oid,))}
-    else:
-        covered = set(info.primary_key) if ident == "default" else set()
+            covered = {r[0] for r in cur.execute(_INDEX_COLS_SQL, (oid, False))}
     if ident != "full" and not keys <= covered:
         if ident == "nothing":
             what = f"{name} has REPLICA IDENTITY NOTHING: UPDATE and DELETE would fail once it is published"
@@ -400,8 +375,8 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
         else:
             what = (f"the replica identity of {name} does not include key column(s) "
                     f"{', '.join(sorted(keys - covered))}; UPDATE/DELETE events would lack them")
-        problems.append((what, f"accept REPLICA IDENTITY FULL (cdc runs `{full}`) or run it yourself; it makes "
-                               "UPDATE/DELETE log the whole old row (more WAL)"))
+        problems.append((what, f"accept REPLICA IDENTITY FULL (cdc runs `ALTER TABLE {name} REPLICA IDENTITY FULL;`)"
+                               " or run it yourself; UPDATE/DELETE then log the whole old row (more WAL)"))
     return problems
 
 
@@ -415,9 +390,9 @@ def _type_problems(info: TableInfo) -> list[tuple[str, str]]:
         raise
     result = typemap.check_supported(info)  # may raise a CdcError itself
     if isinstance(result, (list, tuple)):
-        return [(str(r), "change the column type, or leave the column out of the mirror") for r in result]
+        return [(str(r), "change the column to a supported type") for r in result]
     return []
 
 
-__all__ = ["connect", "format_problems", "introspect", "preflight", "qualified_name",
-           "quote_ident", "redact_dsn", "scrub", "set_replica_identity_full"]
+__all__ = ["connect", "format_problems", "introspect", "preflight", "qualified_name", "quote_ident", "redact_dsn",
+           "scrub", "set_replica_identity_full"]

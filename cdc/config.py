@@ -52,6 +52,11 @@ class Ports(BaseSettings):
     pinot_server_admin: int = 8097
     pinot_server_grpc: int = 8090
     pinot_broker_mse: int = 8421
+    flink_jm_rpc: int = 6123
+    flink_blob: int = 6124
+    flink_tm_rpc: int = 6122
+    flink_tm_data: int = 6121
+    flink_metrics: str = "6130-6139"   # JM and TM metric query services take one each
     pinot_server_mse: int = 8442
 
 

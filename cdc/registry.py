@@ -252,7 +252,7 @@ class Registry:
                            " ORDER BY name", (source, state))
         return [_mirror(r) for r in rows]
 
-    def update_mirror(self, name: str, **fields: Any) -> MirrorRecord:
+    def update_mirror(self, name: str, /, **fields: Any) -> MirrorRecord:
         """Update state / flink_job_id / connector_name / spec; bumps updated_at."""
         unknown = set(fields) - MIRROR_UPDATABLE
         if unknown:

@@ -68,7 +68,8 @@ class ConnectorStatus(BaseModel):
 
 
 def _first_line(trace: str | None) -> str:
-    return (trace or "no trace").strip().splitlines()[0][:300] if (trace or "").strip() else "no trace"
+    text = (trace or "").strip()
+    return text.splitlines()[0][:300] if text else "no trace"
 
 
 def _is_rebalance_conflict(e: RemoteError) -> bool:

@@ -160,9 +160,17 @@ class SqlGatewayClient:
         try:
             for stmt in statements[:-1]:
                 self.wait_operation(session, self.execute(session, stmt), timeout=timeout)
+            # The INSERT's operation may stay RUNNING (e.g. table.dml-sync=true), so poll its
+            # results for the jobID instead of waiting for a terminal status.
             op = self.execute(session, statements[-1])
-            self.wait_operation(session, op, timeout=timeout)
-            result = self.fetch_results(session, op, stop_at_job_id=True, timeout=timeout)
+            try:
+                result = self.fetch_results(session, op, stop_at_job_id=True, timeout=timeout)
+            except TransientRemoteError as e:
+                if e.status == 500 and self.operation_status(session, op) == "ERROR":
+                    raise PermanentRemoteError(self.http.label,
+                                               f"statement failed: {root_cause(e.body or e.message)}",
+                                               hint="Check the generated Flink SQL and the connector jars.") from e
+                raise
             job_id = result.job_id or _job_id_from_rows(result)
             if not job_id:
                 raise PermanentRemoteError(self.http.label, "the final statement started no Flink job",

@@ -33,6 +33,12 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
         pytest.skip(f"no Postgres for integration tests ({e.message}); set CDC_TEST_PG_DSN")
 
 
+@pytest.fixture(autouse=True)
+def _only_catalog_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Type support belongs to cdc.typemap (tested on its own); test only catalog's checks."""
+    monkeypatch.setattr(catalog, "_type_problems", lambda info: [])
+
+
 @pytest.fixture
 def conn() -> Iterator[psycopg.Connection[Any]]:
     c = _connect(DSN)
@@ -168,6 +174,20 @@ def test_key_columns_need_replica_identity_full(conn: psycopg.Connection[Any], s
     catalog.set_replica_identity_full(conn, schema, "Log Lines")
     info = catalog.preflight(conn, schema, "Log Lines", ["id", "Seq"])
     assert info.replica_identity == "full" and info.primary_key == []
+
+
+def test_replica_identity_index_and_nothing(conn: psycopg.Connection[Any], schema: str) -> None:
+    _ddl(conn, schema, "CREATE TABLE {s}.t (id int PRIMARY KEY, code text NOT NULL, other int NOT NULL)")
+    _ddl(conn, schema, "CREATE UNIQUE INDEX t_code ON {s}.t (code)")
+    _ddl(conn, schema, "ALTER TABLE {s}.t REPLICA IDENTITY USING INDEX t_code")
+    assert catalog.preflight(conn, schema, "t", ["code"]).replica_identity == "index"
+    with pytest.raises(PreflightError) as ei:      # old rows would carry only `code`, not `other`
+        catalog.preflight(conn, schema, "t", ["other"])
+    assert "does not include key column(s) other" in ei.value.message
+    _ddl(conn, schema, "ALTER TABLE {s}.t REPLICA IDENTITY NOTHING")
+    with pytest.raises(PreflightError) as ei:
+        catalog.preflight(conn, schema, "t", None)
+    assert "REPLICA IDENTITY NOTHING" in ei.value.message
 
 
 def test_bad_key_columns(conn: psycopg.Connection[Any], schema: str) -> None:

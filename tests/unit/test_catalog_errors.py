@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
 from cdc import catalog
 from cdc.errors import ConfigError, PreflightError, UnreachableError
+from cdc.models import Column, TableInfo
 
 
 @pytest.mark.parametrize(
@@ -93,3 +97,33 @@ def test_several_problems_are_numbered_with_matching_fixes() -> None:
 )
 def test_typmod_decoding(type_name: str, typmod: int, expected: tuple[int | None, int | None]) -> None:
     assert catalog._modifiers(type_name, typmod) == expected
+
+
+def test_type_checks_are_skipped_without_typemap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cdc.typemap", None)   # makes the import fail like a missing module
+    assert catalog._type_problems(_table()) == []
+
+
+def test_type_problems_from_typemap_are_folded_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("cdc.typemap")
+    def unsupported(info: TableInfo) -> list[str]:
+        return [f"column {info.columns[0].name} has unsupported type point"]
+    fake.check_supported = unsupported  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cdc.typemap", fake)
+    assert catalog._type_problems(_table()) == [("column p has unsupported type point",
+                                                  "change the column to a supported type")]
+
+
+def test_type_errors_raised_by_typemap_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(info: TableInfo) -> None:
+        raise PreflightError("unsupported type point", hint="cast it")
+    fake = types.ModuleType("cdc.typemap")
+    fake.check_supported = refuse  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cdc.typemap", fake)
+    with pytest.raises(PreflightError, match="unsupported type point"):
+        catalog._type_problems(_table())
+
+
+def _table() -> TableInfo:
+    return TableInfo(schema_name="public", table_name="t",
+                     columns=[Column(name="p", type_name="point", base_type="point", kind="base")])

@@ -74,6 +74,18 @@ def test_submit_job_surfaces_gateway_error_text_and_closes_session():
     assert len(server.find("POST", f"{S}/statements")) == 1, "stops at the first failing statement"
 
 
+def test_submit_job_failing_insert_surfaces_error():
+    server = (FakeServer()
+              .route("POST", "/v3/sessions", 200, {"sessionHandle": "s-1"})
+              .route("POST", f"{S}/statements", 200, {"operationHandle": "op-1"})
+              .route("GET", f"{S}/operations/op-1/status", 200, {"status": "ERROR"})
+              .route("GET", f"{S}/operations/op-1/result/0", [(200, {"resultType": "NOT_READY"}), (500, GATEWAY_ERROR)])
+              .route("DELETE", S, 200, {"status": "CLOSED"}))
+    with pytest.raises(PermanentRemoteError, match="upsert-kafka"):
+        gateway(server).submit_job(["INSERT INTO t SELECT 1"])
+    assert server.find("DELETE", S)
+
+
 def test_fetch_results_follows_next_uri_until_eos():
     pages = {
         "0": {"resultType": "NOT_READY", "nextResultUri": f"{S}/operations/op/result/0?rowFormat=JSON"},
