@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     flink_taskmanager_memory: str = "1728m"
     flink_taskmanager_slots: int = 8
 
+    flat_topic_partitions: int = 2
+
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
 

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 from cdc.errors import PreflightError
 from cdc.models import Column, TableInfo
@@ -223,7 +223,7 @@ def _smallint(ref: str) -> str:
     return f"CAST({ref} AS INT)"
 
 
-_CONVERSIONS = {
+_CONVERSIONS: dict[str, Callable[[str], str]] = {
     "identity": _identity, "numeric": _numeric, "date": _date, "time": _time,
     "timestamptz": _timestamptz, "array": _array, "smallint": _smallint,
 }
@@ -321,3 +321,15 @@ def map_table(table: TableInfo) -> list[TypeMapping]:
             + "\n  ".join(e.message for e in errors),
             hint=errors[0].hint)
     return mappings
+
+
+def check_supported(table: TableInfo) -> list[str]:
+    """Problems (one sentence each) for columns that cannot be mirrored; [] when all map.
+    Used by the catalog's preflight so every bad column is reported at once."""
+    problems = []
+    for col in table.columns:
+        try:
+            map_column(col)
+        except PreflightError as exc:
+            problems.append(str(exc.message) + (f" ({exc.hint})" if exc.hint else ""))
+    return problems

@@ -1,0 +1,160 @@
+"""`cdc source ...`, `cdc mirror ...` and `cdc query`: thin wrappers over cdc.service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cdc import service
+
+
+def _split_table(qualified: str) -> tuple[str, str]:
+    """SCHEMA.TABLE, with "double quotes" for names containing dots; no schema = public."""
+    parts, cur, quoted = [], "", False
+    for ch in qualified:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    if len(parts) == 1:
+        return "public", parts[0]
+    if len(parts) != 2 or not all(parts):
+        from cdc.errors import ConfigError
+        raise ConfigError(f"cannot read {qualified!r} as SCHEMA.TABLE", hint='quote names with dots: \'"my.schema".t\'')
+    return parts[0], parts[1]
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in columns]] + [["NULL" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + f"\n({len(rows)} rows)"
+
+
+def _ctx() -> service.Context:
+    return service.context()
+
+
+def cmd_source_add(a: argparse.Namespace) -> int:
+    src = service.add_source(_ctx(), a.name, a.dsn)
+    print(f"source {src.name}: {src.dsn}")
+    return 0
+
+
+def cmd_source_list(a: argparse.Namespace) -> int:
+    ctx = _ctx()
+    service.ensure_default_source(ctx)
+    for s in ctx.registry.list_sources():
+        print(f"{s.name}\t{s.dsn}")
+    return 0
+
+
+def cmd_mirror_plan(a: argparse.Namespace) -> int:
+    schema, table = _split_table(a.table)
+    p = service.plan_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key)
+    if a.json:
+        print(json.dumps({"name": p.spec.name, "connector": p.connector, "flink_sql": p.flink_sql,
+                          "pinot_schema": p.pinot_schema, "pinot_table": p.pinot_table}, indent=2))
+        return 0
+    print(f"# mirror {p.spec.name}: {p.spec.qualified} of source {p.source.name}")
+    print(f"# change topic {p.change_topic} -> flat topic {p.flat_topic} -> Pinot table {p.spec.name}\n")
+    print(f"## Debezium connector {service.connector_name(p.source.name)} (PUT /connectors/NAME/config)")
+    print(json.dumps(p.connector, indent=2))
+    print("\n## Flink SQL job")
+    print(";\n\n".join(p.flink_sql) + ";")
+    print("\n## Pinot schema")
+    print(json.dumps(p.pinot_schema, indent=2))
+    print("\n## Pinot REALTIME table")
+    print(json.dumps(p.pinot_table, indent=2))
+    return 0
+
+
+def cmd_mirror_add(a: argparse.Namespace) -> int:
+    schema, table = _split_table(a.table)
+    rec = service.add_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key)
+    print(rec.name)
+    return 0
+
+
+def cmd_mirror_list(a: argparse.Namespace) -> int:
+    mirrors = _ctx().registry.list_mirrors()
+    if a.json:
+        print(json.dumps([m.model_dump(mode="json") for m in mirrors], indent=2))
+    else:
+        print(_table(["NAME", "SOURCE", "TABLE", "STATE", "FLINK JOB"],
+                     [[m.name, m.spec.source, m.spec.qualified, m.state, m.flink_job_id] for m in mirrors]))
+    return 0
+
+
+def cmd_mirror_status(a: argparse.Namespace) -> int:
+    st = service.mirror_status(_ctx(), a.name)
+    if a.json:
+        print(json.dumps(st, indent=2, default=str))
+    else:
+        conn = st.get("connector") or {}
+        tasks = ",".join(f"{t['id']}:{t['state']}" for t in conn.get("tasks", []))
+        print(f"mirror     {st['name']} ({st['table']} of {st['source']}): {st['state']}")
+        print(f"connector  {conn.get('name')} {conn.get('state', conn.get('error'))} tasks [{tasks}]")
+        print(f"flink job  {st['flink_job'].get('id')} {st['flink_job'].get('state', st['flink_job'].get('error'))}")
+        pinot = st["pinot"]
+        if not pinot["enabled"]:
+            print(f"pinot      disabled: {pinot['reason']} (data ends at topic {st['flat_topic']})")
+        else:
+            print(f"pinot      rows={pinot.get('rows')} {pinot.get('error', '')}")
+    healthy = (st.get("connector") or {}).get("state") == "RUNNING" and st["flink_job"].get("state") == "RUNNING"
+    return 0 if healthy else 1
+
+
+def cmd_mirror_remove(a: argparse.Namespace) -> int:
+    service.remove_mirror(_ctx(), a.name, drop_data=a.drop_data)
+    return 0
+
+
+def cmd_query(a: argparse.Namespace) -> int:
+    cols, rows = service.query(_ctx(), a.sql)
+    print(json.dumps([dict(zip(cols, r)) for r in rows], default=str) if a.json else _table(cols, rows))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    src = sub.add_parser("source", help="Postgres databases to mirror from").add_subparsers(dest="sc", required=True)
+    p = src.add_parser("add", help="register a database (one connector and one replication slot each)")
+    p.add_argument("name")
+    p.add_argument("--dsn", required=True, help="postgresql://USER[:PASSWORD]@HOST:PORT/DB")
+    p.set_defaults(func=cmd_source_add)
+    src.add_parser("list").set_defaults(func=cmd_source_list)
+
+    m = sub.add_parser("mirror", help="Pinot mirrors of Postgres tables").add_subparsers(dest="mc", required=True)
+    for verb, fn, helptext in (("plan", cmd_mirror_plan, "print the three generated artifacts; change nothing"),
+                               ("add", cmd_mirror_add, "create the mirror; prints its name")):
+        p = m.add_parser(verb, help=helptext)
+        p.add_argument("table", metavar="SCHEMA.TABLE")
+        p.add_argument("--source", default=service.DEFAULT_SOURCE)
+        p.add_argument("--name", help="mirror name (default: lowercase schema_table, see README)")
+        p.add_argument("--key", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                       help="key columns for a table without a primary key (needs REPLICA IDENTITY FULL)")
+        if verb == "plan":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=fn)
+    p = m.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mirror_list)
+    p = m.add_parser("status")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mirror_status)
+    p = m.add_parser("remove")
+    p.add_argument("name")
+    p.add_argument("--drop-data", action="store_true", help="also drop the Pinot table and the Kafka topics")
+    p.set_defaults(func=cmd_mirror_remove)
+
+    p = sub.add_parser("query", help="run SQL on Pinot and print a table")
+    p.add_argument("sql")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_query)

@@ -1,0 +1,49 @@
+"""Kafka topic administration (confluent-kafka AdminClient), errors mapped to cdc.errors."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cdc.errors import PermanentRemoteError, UnreachableError
+
+
+class KafkaAdmin:
+    def __init__(self, bootstrap: str, timeout: float = 15.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        self.system = f"Kafka at {bootstrap}"
+
+    def topics(self) -> dict[str, int]:
+        """topic -> partition count."""
+        try:
+            md = self._admin.list_topics(timeout=self.timeout)
+        except KafkaException as exc:
+            raise UnreachableError(self.system, f"metadata request failed: {exc}",
+                                   hint="is Kafka running? `cdc stack status`") from None
+        return {name: len(t.partitions) for name, t in md.topics.items()}
+
+    def create_topic(self, name: str, partitions: int, config: dict[str, str] | None = None) -> bool:
+        """Create if absent. Returns True when created, False when it already existed."""
+        if name in self.topics():
+            return False
+        fut = self._admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name]
+        try:
+            fut.result(self.timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                return False
+            raise PermanentRemoteError(self.system, f"cannot create topic {name}: {exc}") from None
+        return True
+
+    def delete_topic(self, name: str) -> bool:
+        if name not in self.topics():
+            return False
+        try:
+            self._admin.delete_topics([name])[name].result(self.timeout)
+        except KafkaException as exc:
+            if "UNKNOWN_TOPIC" in str(exc):
+                return False
+            raise PermanentRemoteError(self.system, f"cannot delete topic {name}: {exc}") from None
+        return True

@@ -1,0 +1,266 @@
+"""Render the three artifacts of a mirror from the user-readable templates. Pure functions.
+
+Templates live in top-level folders so users can read (and review) exactly what gets
+deployed: connectors/debezium-postgres.json.j2, flink_sql/mirror.sql.j2,
+pinot_tables/schema.json.j2 and pinot_tables/realtime_table.json.j2. They are found in
+$CDC_TEMPLATES_DIR if set, else next to the cdc package (a source checkout), else inside
+the package at cdc/templates (an installed wheel, when packaged there).
+
+TOAST (large values stored out of line). Under REPLICA IDENTITY DEFAULT an UPDATE that
+leaves a TOASTed column untouched does not put its value in the WAL, and Debezium emits
+``__debezium_unavailable_value`` in ``after``; mirrored naively, Pinot would overwrite the
+real value with that placeholder. Choices, in order of preference:
+
+1. REPLICA IDENTITY FULL. Postgres then logs the whole old row with TOAST values inlined, and
+   Debezium 3.x fills unchanged-TOAST columns of the new tuple from it (pgoutput included,
+   PostgresChangeRecordEmitter, DBZ-1258), so the placeholder never appears. We render
+   ``replica.identity.autoset.values`` = FULL for every mirrored table with a toastable column
+   (and for key-override tables, which need FULL for UPDATE/DELETE to be published at all);
+   Debezium applies it at connector start. Catalog preflight should also check/set it: the
+   autoset only logs an error when the user does not own the table.
+2. Safety net: ``ReselectColumnsPostProcessor`` for those toastable columns re-reads a column
+   that still carries the placeholder (not NULLs, which are real). It reads the *current*
+   row, which is at least as new as the event, and any later change emits a later event, so
+   the last event per key (what Pinot keeps) converges to the right value. A row deleted in
+   the meantime keeps the placeholder in that intermediate event, whose delete follows.
+We do not filter placeholders in Flink: dropping the event would lose the other columns'
+changes, and Flink has no prior state to fill from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from cdc.errors import ConfigError
+from cdc.models import MirrorSpec, Source, TableInfo
+from cdc.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
+
+SIGNAL_TABLE = ("_cdc", "debezium_signal")
+HEARTBEAT_TABLE = ("_cdc", "heartbeat")
+HEARTBEAT_INTERVAL_MS = 10_000
+CHECKPOINT_INTERVAL = "10 s"
+FLUSH_ROWS = 100_000          # small box: ~100k rows per consuming segment
+FLUSH_TIME = "2h"
+STATEMENT_SEPARATOR = "-- @statement"
+_PASSWORD_REF = re.compile(r"^\$\{[A-Za-z0-9_.-]+:[^}]*\}$")
+_PG_NAME_BAD = re.compile(r"[^a-z0-9_]+")
+
+
+# ---------------------------------------------------------------- template lookup
+
+def templates_dir() -> Path:
+    """Folder that holds connectors/, flink_sql/ and pinot_tables/."""
+    env = os.environ.get("CDC_TEMPLATES_DIR")
+    if env:
+        return Path(env)
+    pkg = Path(__file__).resolve().parent
+    for candidate in (pkg.parent, pkg / "templates"):
+        if (candidate / "flink_sql" / "mirror.sql.j2").is_file():
+            return candidate
+    raise ConfigError(f"cannot find the cdc templates next to {pkg}",
+                      hint="set CDC_TEMPLATES_DIR to the folder holding connectors/, flink_sql/, pinot_tables/")
+
+
+@lru_cache(maxsize=4)
+def _env(root: str) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(root), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, autoescape=False)
+
+
+def _render(template: str, /, **ctx: Any) -> str:
+    return _env(str(templates_dir())).get_template(template).render(**ctx)
+
+
+# ---------------------------------------------------------------- quoting helpers
+
+def flink_ident(name: str) -> str:
+    """Backtick-quote a Flink SQL identifier; a backtick inside is doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def flink_str(value: str) -> str:
+    """Single-quoted Flink SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def java_regex_escape(text: str) -> str:
+    """Escape for a Java regex: backslash every ASCII non-alphanumeric except '_'.
+
+    Java treats a backslash before any non-alphabetic character as that literal character,
+    and Debezium's list splitter turns the resulting "\\," back into a literal comma."""
+    return "".join(f"\\{ch}" if ch.isascii() and not (ch.isalnum() or ch == "_") else ch for ch in text)
+
+
+def pg_name(prefix: str, source: str) -> str:
+    """Slot/publication name: lowercase [a-z0-9_], at most 63 bytes (NAMEDATALEN - 1)."""
+    return _PG_NAME_BAD.sub("_", f"{prefix}_{source}".lower()).strip("_")[:63]
+
+
+def _table_regex(schema: str, table: str) -> str:
+    return "^" + java_regex_escape(f"{schema}.{table}") + "$"
+
+
+def key_columns(spec: MirrorSpec | None, table: TableInfo) -> list[str]:
+    """The mirror's key: the --key override, else the primary key (in key order)."""
+    keys = list(spec.key_columns) if spec and spec.key_columns else list(table.primary_key)
+    if not keys:
+        raise ConfigError(f"{table.qualified} has no primary key",
+                          hint="add a primary key to the table, or pass --key col1,col2")
+    names = {c.name for c in table.columns}
+    missing = [k for k in keys if k not in names]
+    if missing:
+        raise ConfigError(f"{table.qualified}: key column(s) {missing} do not exist",
+                          hint=f"choose key columns among {sorted(names)}")
+    return keys
+
+
+# ---------------------------------------------------------------- Debezium
+
+def bootstrap_sql(source: str) -> list[str]:
+    """Idempotent DDL for the signal and heartbeat tables the connector needs.
+
+    ``source`` is accepted so that per-source objects can be added later; the tables are
+    shared by the one connector a database has."""
+    del source
+    return [
+        "CREATE SCHEMA IF NOT EXISTS _cdc",
+        "CREATE TABLE IF NOT EXISTS _cdc.debezium_signal "
+        "(id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))",
+        "CREATE TABLE IF NOT EXISTS _cdc.heartbeat "
+        "(id integer PRIMARY KEY, ts timestamptz NOT NULL DEFAULT now())",
+    ]
+
+
+def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap: str,
+                     password_ref: str | None, key_overrides: dict[str, list[str]] | None = None,
+                     topic_partitions: int = 1, replication_factor: int = 1) -> dict[str, str]:
+    """Debezium PostgreSQL connector config for one source.
+
+    ``key_overrides`` maps ``schema.table`` to the --key columns of tables mirrored without a
+    primary key. ``kafka_bootstrap`` is not a connector property (the worker owns the Kafka
+    connection); it is accepted so callers render every artifact with the same arguments."""
+    del kafka_bootstrap
+    if password_ref is not None and not _PASSWORD_REF.match(password_ref):
+        raise ConfigError("database.password must be a config-provider reference like ${file:/path:key}, "
+                          "never a clear password", hint="store the password with `cdc secrets` and pass its reference")
+    if source.has_password and password_ref is None:
+        raise ConfigError(f"source {source.name!r} needs a password but no reference was given",
+                          hint="store the password in the Connect worker's secrets file and pass its reference")
+    overrides = key_overrides or {}
+    include = [_table_regex(t.schema_name, t.table_name) for t in tables]
+    include += [_table_regex(*SIGNAL_TABLE), _table_regex(*HEARTBEAT_TABLE)]
+    autoset: list[str] = []
+    reselect: list[str] = []
+    msg_keys: list[str] = []
+    for t in tables:
+        toastable = [c.name for c in t.columns if c.toastable]
+        keyless = not t.primary_key
+        if (toastable or keyless) and t.replica_identity != "full":
+            autoset.append(f"{_table_regex(t.schema_name, t.table_name)}:FULL")
+        if toastable and not keyless:
+            reselect += [f"{java_regex_escape(t.qualified)}:{java_regex_escape(c)}" for c in toastable]
+        if t.qualified in overrides:
+            msg_keys.append(f"{_table_regex(t.schema_name, t.table_name)}:"
+                            + ",".join(java_regex_escape(k) for k in overrides[t.qualified]))
+        elif keyless:
+            raise ConfigError(f"{t.qualified} has no primary key and no key override",
+                              hint="add a primary key, or pass --key col1,col2")
+    heartbeat = (f"INSERT INTO {'.'.join(HEARTBEAT_TABLE)} (id, ts) VALUES (1, now()) "
+                 "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts")
+    text = _render(
+        "connectors/debezium-postgres.json.j2",
+        name=f"cdc-{source.name}", host=source.host, port=str(source.port), user=source.user,
+        dbname=source.database, password_ref=password_ref,
+        topic_prefix="cdc." + re.sub(r"[^A-Za-z0-9_-]+", "_", source.name),
+        slot_name=pg_name("cdc", source.name), publication_name=pg_name("cdc", source.name),
+        table_include_list=",".join(include), heartbeat_interval_ms=str(HEARTBEAT_INTERVAL_MS),
+        heartbeat_action_query=heartbeat, signal_data_collection=".".join(SIGNAL_TABLE),
+        value_settings=DEBEZIUM_VALUE_SETTINGS, replica_identity_autoset=",".join(autoset),
+        reselect_columns=",".join(reselect), reselect_use_event_key="false",
+        message_key_columns=";".join(msg_keys), topic_partitions=str(topic_partitions),
+        replication_factor=str(replication_factor))
+    return json.loads(text)
+
+
+# ---------------------------------------------------------------- Flink
+
+def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str, change_topic: str,
+                     flat_topic: str, group_id: str) -> list[str]:
+    """Statements (SET, DROP/CREATE TEMPORARY TABLE x2, INSERT) for the SQL Gateway, in order."""
+    mappings = map_table(table)
+    keys = key_columns(spec, table)
+    bad = [k for k in keys if ";" in k]
+    if bad:
+        raise ConfigError(f"key column(s) {bad} contain ';', which Flink's key.fields cannot express",
+                          hint="rename the column or choose other key columns")
+    row_fields = ", ".join(f"{flink_ident(m.column)} {m.flink_row_type}" for m in mappings)
+    out_columns = [{"name": flink_ident(m.column), "type": m.flink_type,
+                    "expr": m.expr(f"`raw`.{flink_ident(m.column)}")} for m in mappings]
+    text = _render(
+        "flink_sql/mirror.sql.j2",
+        pipeline_name=flink_str(f"cdc-mirror-{spec.name}"), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
+        change_table=flink_ident(f"cdc_change__{spec.name}"), flat_table=flink_ident(f"cdc_flat__{spec.name}"),
+        row_fields=row_fields, out_columns=out_columns, change_topic=flink_str(change_topic),
+        flat_topic=flink_str(flat_topic), kafka_bootstrap=flink_str(kafka_bootstrap),
+        group_id=flink_str(group_id), key_fields=flink_str(";".join(keys)))
+    return [s.strip() for s in text.split(STATEMENT_SEPARATOR) if s.strip()]
+
+
+# ---------------------------------------------------------------- Pinot
+
+def _field_spec(m: TypeMapping, nullable: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": m.column, "dataType": m.pinot_type}
+    if not m.single_value:
+        spec["singleValueField"] = False
+    if m.pinot_type == "STRING":
+        # Pinot trims STRING values to maxLength (512) by default: silent corruption.
+        spec["maxLengthExceedStrategy"] = "NO_ACTION"
+    if not nullable:
+        spec["notNull"] = True
+    if m.field_kind == "datetime":
+        spec["format"] = m.datetime_format
+        spec["granularity"] = m.datetime_granularity
+    return spec
+
+
+def render_pinot_schema(spec: MirrorSpec, table: TableInfo) -> dict[str, Any]:
+    """Pinot schema: one field per Postgres column plus __deleted, __seq, __source_ts_ms, __op."""
+    mappings = map_table(table)
+    keys = key_columns(spec, table)
+    dims: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
+    dts: list[dict[str, Any]] = []
+    for m in mappings:
+        col = table.column(m.column)
+        fs = _field_spec(m, nullable=col.nullable and m.column not in keys)
+        kind = "dimension" if m.column in keys and m.field_kind == "metric" else m.field_kind
+        {"dimension": dims, "metric": metrics, "datetime": dts}[kind].append(fs)
+    dims += [{"name": "__deleted", "dataType": "BOOLEAN", "notNull": True},
+             {"name": "__seq", "dataType": "LONG", "notNull": True},
+             {"name": "__op", "dataType": "STRING", "notNull": True}]
+    dts.append({"name": "__source_ts_ms", "dataType": "LONG", "notNull": True,
+                "format": "EPOCH|MILLISECONDS|1", "granularity": "1:MILLISECONDS"})
+    text = _render("pinot_tables/schema.json.j2", schema_name=spec.name, primary_key=keys,
+                   dimensions=dims, metrics=metrics, datetimes=dts)
+    return json.loads(text)
+
+
+def render_pinot_table(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str, flat_topic: str,
+                       replication: int = 1) -> dict[str, Any]:
+    """Pinot REALTIME FULL-upsert table config consuming the flat topic."""
+    key_columns(spec, table)  # same validation as the schema: no key, no upsert table
+    text = _render("pinot_tables/realtime_table.json.j2", table_name=spec.name, source=spec.source,
+                   replication=str(replication), flat_topic=flat_topic, kafka_bootstrap=kafka_bootstrap,
+                   flush_rows=str(FLUSH_ROWS), flush_time=FLUSH_TIME)
+    return json.loads(text)
