@@ -92,12 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="store_true", help="print the log file's path only")
     p.set_defaults(func=cmd_stack_logs)
 
-    try:
-        from cdc import cli_mirror
-    except ImportError:
-        pass
-    else:
-        cli_mirror.register(sub)
+    import importlib
+    # Each command family lives in its own module with a register(subparsers) function.
+    for module in ("cli_mirror", "cli_service", "cli_verify"):
+        try:
+            mod = importlib.import_module(f"cdc.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"cdc.{module}":
+                raise
+            continue
+        mod.register(sub)
     return parser
 
 
