@@ -99,7 +99,13 @@ def java_regex_escape(text: str) -> str:
 
     Java treats a backslash before any non-alphabetic character as that literal character,
     and Debezium's list splitter turns the resulting "\\," back into a literal comma."""
-    return "".join(f"\\{ch}" if ch.isascii() and not (ch.isalnum() or ch == "_") else ch for ch in text)
+    def esc(ch: str) -> str:
+        if ch.isspace() or ch in ":,;":
+            # Debezium's list parsers split on these or reject whitespace outright
+            # (replica.identity.autoset.values), so spell them as \\xNN / \\uNNNN.
+            return f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+        return f"\\{ch}" if ch.isascii() and not (ch.isalnum() or ch == "_") else ch
+    return "".join(esc(ch) for ch in text)
 
 
 def pg_name(prefix: str, source: str) -> str:

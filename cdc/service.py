@@ -241,21 +241,46 @@ def _check_reachable(ctx: Context, with_pinot: bool) -> None:
                                hint="is Pinot running? `cdc stack status`")
 
 
-def _wait_task_config(ctx: Context, connector: str, table: str, timeout: float = 90) -> None:
-    """Wait until the connector's task runs with a config that includes `table`, so the
-    snapshot signal is read by a task that captures it."""
-    pattern = re.escape(table).replace("\\\\", "\\")
+def _wait_task_restarted(ctx: Context, src: Source, cname: str, spec: MirrorSpec, timeout: float = 120) -> None:
+    """Wait until the connector's task runs with the new table list. Debezium rewrites its
+    filtered publication (ALTER PUBLICATION ... SET TABLE) when a task starts, so the new
+    table showing up in the publication proves the old task is gone: a snapshot signal
+    sent now is read by a task that captures the table."""
+    pub = render.pg_name("cdc", src.name)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tasks = ctx.connect.http.get(f"/connectors/{connector}/tasks") or []
-        st = ctx.connect.status(connector)
-        if st and st.running and tasks and any(table in str(t.get("config", {}).get("table.include.list", ""))
-                                                or pattern in str(t.get("config", {}).get("table.include.list", ""))
-                                                for t in tasks):
-            return
-        time.sleep(1)
-    raise CdcError(f"connector {connector} did not restart with {table} within {timeout:.0f}s",
-                   hint=f"check `cdc stack logs connect` and GET /connectors/{connector}/status")
+    with catalog.connect(_source_dsn(ctx, src)) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s "
+                               "AND tablename = %s", (pub, spec.schema_name, spec.table_name)).fetchone()
+            st = ctx.connect.status(cname)
+            if row and st is not None and st.running:
+                return
+            if st is not None and st.failed:
+                raise CdcError(f"connector {cname} failed while adding {spec.qualified}: {st.failure_summary()}",
+                               hint="see `cdc stack logs connect`")
+            time.sleep(0.5)
+    raise CdcError(f"connector {cname} did not restart with {spec.qualified} within {timeout:.0f}s",
+                   hint=f"check `cdc stack logs connect` and GET /connectors/{cname}/status")
+
+
+def create_connector(ctx: Context, cname: str, config: dict[str, Any]) -> None:
+    """Create a connector with no history: Connect keeps source offsets by connector name
+    even after a delete, and a new connector must not resume from an LSN of a slot that no
+    longer exists. So: create STOPPED, reset offsets, then resume."""
+    ctx.connect.create_stopped(cname, config)
+    ctx.connect.wait_state(cname, "STOPPED")
+    ctx.connect.delete_offsets(cname)
+    ctx.connect.resume(cname)
+
+
+def delete_connector(ctx: Context, cname: str) -> None:
+    """Stop, forget offsets, delete: nothing of the connector survives it."""
+    if ctx.connect.status(cname) is None:
+        return
+    ctx.connect.stop(cname)
+    ctx.connect.wait_state(cname, "STOPPED")
+    ctx.connect.delete_offsets(cname)
+    ctx.connect.delete(cname)
 
 
 def send_snapshot_signal(ctx: Context, src: Source, tables: list[str]) -> str:
@@ -310,14 +335,15 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = DEFAULT_S
         undo.append(("cancel Flink job", lambda: ctx.jobmanager.cancel(job_id)))
         previous = ctx.connect.get_config(cname)
         progress(f"connect: {'updating' if previous else 'creating'} connector {cname}")
-        ctx.connect.put_config(cname, plan.connector)
         if previous:
+            ctx.connect.put_config(cname, plan.connector)
             undo.append(("restore connector config", lambda: ctx.connect.put_config(cname, previous)))
-            _wait_task_config(ctx, cname, spec.qualified)
+            _wait_task_restarted(ctx, src, cname, spec)
             sig = send_snapshot_signal(ctx, src, [spec.qualified])
             progress(f"debezium: incremental snapshot of {spec.qualified} requested (signal {sig})")
         else:
-            undo.append(("delete connector", lambda: ctx.connect.delete(cname)))
+            create_connector(ctx, cname, plan.connector)
+            undo.append(("delete connector", lambda: delete_connector(ctx, cname)))
             ctx.connect.wait_running(cname, timeout=120)
             progress(f"debezium: initial snapshot of {spec.qualified} started")
         record = ctx.registry.update_mirror(spec.name, state="running", flink_job_id=job_id)
@@ -382,7 +408,7 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
         ctx.connect.put_config(cname, _render_connector(ctx, src, tables, overrides))
     else:
         progress(f"connect: last mirror of source {src.name}: deleting connector {cname}, its slot and publication")
-        ctx.connect.delete(cname)
+        delete_connector(ctx, cname)
         _drop_slot_and_publication(ctx, src)
     if drop_data:
         use_pinot, _ = pinot_enabled(ctx)

@@ -149,6 +149,23 @@ class ConnectClient:
         A connector must be STOPPED before its offsets can be altered or reset."""
         self.http.put(f"{self._c(name)}/stop")
 
+    def create_stopped(self, name: str, config: dict[str, Any]) -> None:
+        """POST /connectors with initial_state STOPPED (Connect 3.5+): lets the caller reset
+        offsets left behind by an earlier connector of the same name before it first runs."""
+        body = {"name": name, "config": {k: str(v) for k, v in config.items()}, "initial_state": "STOPPED"}
+        self.http.retry(lambda: self.http.post("/connectors", json=body),
+                        retry_if=lambda e: getattr(e, "status", None) == 409)
+
+    def wait_state(self, name: str, state: str, timeout: float = 60.0, poll: float = 0.5) -> None:
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(name)
+            if st is not None and st.state == state:
+                return
+            time.sleep(poll)
+        raise TransientRemoteError(self.http.label, f"connector {name} did not reach {state} in {timeout:.0f}s")
+
     def delete_offsets(self, name: str) -> str:
         """DELETE /connectors/{n}/offsets: reset (connector must be STOPPED). Returns Connect's message."""
         body = self.http.delete(f"{self._c(name)}/offsets") or {}

@@ -210,6 +210,11 @@ def clean_partials(cache_dir: Path) -> None:
 
 # -- the concrete entries ------------------------------------------------------------
 
+def recipe_id(deps: list[MavenDep]) -> str:
+    """Short hash of a dependency list: a changed recipe gets a new cache entry."""
+    return hashlib.sha256(_pom(deps).encode()).hexdigest()[:8]
+
+
 def kafka_entry(cache_dir: Path, progress: Progress = _say) -> Path:
     """Kafka broker + Kafka Connect runtime on one classpath (lib/), with a log4j2 binding."""
     deps = [
@@ -218,8 +223,11 @@ def kafka_entry(cache_dir: Path, progress: Progress = _say) -> Path:
         MavenDep("org.apache.kafka", "connect-runtime", versions.KAFKA),
         MavenDep("org.apache.logging.log4j", "log4j-core", versions.LOG4J),
         MavenDep("org.apache.logging.log4j", "log4j-slf4j2-impl", versions.LOG4J),
+        # Maven's nearest-wins picks slf4j-api 1.7 from a transitive path, which has no
+        # binding for log4j-slf4j2-impl: every Kafka/Connect log line would be dropped.
+        MavenDep("org.slf4j", "slf4j-api", versions.SLF4J),
     ]
-    return ensure_entry(cache_dir, f"kafka-{versions.KAFKA}", "kafka",
+    return ensure_entry(cache_dir, f"kafka-{versions.KAFKA}-{recipe_id(deps)}", "kafka",
                         lambda d: maven_copy_dependencies("kafka", deps, d / "lib", progress), progress)
 
 

@@ -7,6 +7,7 @@ Kafka 4.3, so Connect runs 4.3 too.
 
 KAFKA = "4.3.1"
 LOG4J = "2.25.3"
+SLF4J = "2.0.17"
 DEBEZIUM = "3.6.1.Final"
 FLINK = "2.2.1"
 FLINK_KAFKA_CONNECTOR = "5.0.0-2.2"

@@ -1,0 +1,263 @@
+"""Mirror operations beyond add/remove: pause, resume, resync and restore of the Flink job.
+
+Why these live apart from service.py: they act on one already-created mirror and are what
+the reconciler calls to repair it, so they must be idempotent (calling restore_job on a
+mirror whose job already runs changes nothing) and must never lose the job's position.
+
+Where a job resumes from. A mirror's Flink job keeps only Kafka offsets in its state, so
+"restore" means: resubmit the same SQL with SET 'execution.state-recovery.path' (the
+Flink 2.x key; `execution.savepoint.path` is its deprecated alias, both checked in
+StateRecoveryOptions of flink-dist-2.2.1.jar) pointing at the newest retained
+checkpoint or savepoint. Checkpoints are retained on cancellation and failure
+(RETAIN_ON_CANCELLATION) under <state_dir>/flink/checkpoints/<job id>/chk-N/_metadata.
+Submitting without a restore path is a last resort: the Kafka source then starts from the
+consumer group's committed offsets (committed on checkpoints), which is close to the
+checkpoint but not the same, so it is recorded loudly in the event reason.
+
+Registry: no new column is needed. The savepoint of a pause is carried by the "paused"
+event ("savepoint <uri>; job <id>"), and the job-id history of a mirror is recovered from
+its events plus the JobManager's job list, filtered to the mirror's current incarnation
+(created_at), so a re-created mirror never restores a predecessor's offsets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from cdc import catalog, render, service
+from cdc.errors import CdcError, ConflictError, RemoteError
+from cdc.registry import MirrorRecord
+
+RESTORE_KEY = "execution.state-recovery.path"
+# Job states in which the job exists and will (or may) process again without our help.
+ALIVE_JOB_STATES = frozenset({"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "RECONCILING",
+                              "FAILING", "CANCELLING"})
+_JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
+_SAVEPOINT_IN_REASON = re.compile(r"\bsavepoint (\S+?)(?:;|$|\s)")
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """A retained checkpoint or savepoint a job can be resubmitted from."""
+
+    path: str            # file:// URI of the chk-N / savepoint-* directory
+    kind: str            # "checkpoint" | "savepoint"
+    job_id: str | None   # the job that wrote it, when known
+    taken_at: float      # epoch seconds (mtime of _metadata, or the JobManager's ack time)
+
+
+def pipeline_name(mirror: str) -> str:
+    return f"cdc-mirror-{mirror}"
+
+
+def checkpoint_root(ctx: service.Context) -> Path:
+    return ctx.settings.state_dir / "flink" / "checkpoints"
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _local_path(uri: str) -> Path | None:
+    """file:/x, file:///x or /x -> Path; other schemes (s3://...) -> None (not checkable here)."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("", "file"):
+        return Path(unquote(parts.path))
+    return None
+
+
+def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str | None = None) -> list[str]:
+    """The mirror's Flink SQL rendered from the registry spec and the table as it is now,
+    with the restore path SET just before the INSERT when given."""
+    spec = rec.spec
+    src = service.get_source(ctx, spec.source)
+    with catalog.connect(service._source_dsn(ctx, src)) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    stmts = render.render_flink_sql(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
+                                    change_topic=service.change_topic(spec.source, spec.schema_name, spec.table_name),
+                                    flat_topic=service.flat_topic(spec.name), group_id=f"cdc-flink-{spec.name}")
+    if restore_from:
+        stmts = stmts[:-1] + [f"SET {render.flink_str(RESTORE_KEY)} = {render.flink_str(restore_from)}"] + stmts[-1:]
+    return stmts
+
+
+def _submit(ctx: service.Context, rec: MirrorRecord, restore_from: str | None) -> str:
+    return ctx.gateway.submit_job(flink_statements(ctx, rec, restore_from), {"pipeline.name": pipeline_name(rec.name)})
+
+
+# -- finding restore points --------------------------------------------------------------
+
+def known_job_ids(ctx: service.Context, rec: MirrorRecord) -> list[str]:
+    """Every Flink job id this incarnation of the mirror has had: the current one, the ids
+    named in its events, and JobManager jobs carrying its pipeline name (started after the
+    mirror was created)."""
+    born = _epoch(rec.created_at)
+    ids: list[str] = [rec.flink_job_id] if rec.flink_job_id else []
+    for ev in ctx.registry.list_events(rec.name, limit=500):
+        if _epoch(ev.ts) >= born - 1:
+            ids += _JOB_ID.findall(f"{ev.reason or ''}")
+    try:
+        for job in ctx.jobmanager.jobs():
+            if job.name == pipeline_name(rec.name) and (job.start_time or 0) / 1000 >= born - 1:
+                ids.append(job.id)
+    except RemoteError:
+        pass  # the JobManager may be down: the filesystem still has the checkpoints
+    return list(dict.fromkeys(ids))
+
+
+def _checkpoints_on_disk(root: Path, job_id: str) -> list[RestorePoint]:
+    out = []
+    for chk in (root / job_id).glob("chk-*"):
+        meta = chk / "_metadata"
+        if chk.name[4:].isdigit() and meta.is_file():
+            out.append(RestorePoint(chk.as_uri(), "checkpoint", job_id, meta.stat().st_mtime))
+    return out
+
+
+def _pause_savepoints(ctx: service.Context, rec: MirrorRecord) -> list[RestorePoint]:
+    born = _epoch(rec.created_at)
+    out = []
+    for ev in ctx.registry.list_events(rec.name, limit=500):
+        m = _SAVEPOINT_IN_REASON.search(ev.reason or "") if ev.action in ("paused", "savepoint") else None
+        if m and _epoch(ev.ts) >= born - 1:
+            out.append(RestorePoint(m.group(1), "savepoint", None, _epoch(ev.ts)))
+    return out
+
+
+def _exists(point: RestorePoint) -> bool:
+    local = _local_path(point.path)
+    return local is None or (local / "_metadata").is_file()
+
+
+def latest_restore_point(ctx: service.Context, rec: MirrorRecord) -> RestorePoint | None:
+    """Newest retained checkpoint or savepoint of this mirror, or None."""
+    candidates: list[RestorePoint] = []
+    root = checkpoint_root(ctx)
+    for jid in known_job_ids(ctx, rec):
+        candidates += _checkpoints_on_disk(root, jid)
+        try:
+            latest = ctx.jobmanager.checkpoints(jid)
+        except RemoteError:
+            latest = None
+        if latest is not None and latest.external_path:
+            candidates.append(RestorePoint(latest.external_path, "savepoint" if latest.is_savepoint else "checkpoint",
+                                           jid, (latest.timestamp or 0) / 1000))
+    candidates += _pause_savepoints(ctx, rec)
+    alive = [c for c in candidates if _exists(c)]
+    return max(alive, key=lambda c: c.taken_at) if alive else None
+
+
+# -- operations --------------------------------------------------------------------------
+
+def _job_state(ctx: service.Context, job_id: str | None) -> str | None:
+    return ctx.jobmanager.job_state(job_id) if job_id else None
+
+
+def _wait_job_ended(ctx: service.Context, job_id: str, timeout: float = 60.0) -> str | None:
+    """The savepoint is COMPLETED a moment before the job reaches FINISHED; wait for it, so
+    a resume can never run next to the old job."""
+    deadline = time.monotonic() + timeout
+    while (state := _job_state(ctx, job_id)) in ALIVE_JOB_STATES:
+        if time.monotonic() > deadline:
+            raise CdcError(f"job {job_id} still {state} {timeout:.0f}s after its savepoint",
+                           hint=f"check the JobManager: GET /jobs/{job_id}")
+        time.sleep(0.2)
+    return state
+
+
+def pause_mirror(ctx: service.Context, name: str) -> str:
+    """Stop the mirror's Flink job with a savepoint; return the savepoint URI.
+
+    The state goes to "pausing" first so the reconciler, which only repairs "running"
+    mirrors, does not restore the job that is being stopped on purpose. The connector keeps
+    running (it serves every mirror of the source); changes wait in the change topic."""
+    rec = service.get_mirror(ctx, name)
+    if rec.state == "paused":   # idempotent: report the savepoint of the pause
+        points = _pause_savepoints(ctx, rec)
+        return points[0].path if points else ""
+    if rec.state != "running":
+        raise ConflictError(f"mirror {name} is {rec.state}; only a running mirror can be paused")
+    ctx.registry.update_mirror(name, state="pausing")
+    try:
+        state = _job_state(ctx, rec.flink_job_id)
+        if state == "RUNNING":
+            path = ctx.jobmanager.stop_with_savepoint(str(rec.flink_job_id))
+            kind = "savepoint"
+            _wait_job_ended(ctx, str(rec.flink_job_id))
+        else:   # nothing to stop: resume later from what the job left behind
+            point = latest_restore_point(ctx, rec)
+            if point is None:
+                raise CdcError(f"mirror {name}: job {rec.flink_job_id} is {state} and left no checkpoint",
+                               hint=f"restore it first: cdc mirror restore {name}")
+            path, kind = point.path, point.kind
+    except BaseException:
+        ctx.registry.update_mirror(name, state="running")
+        raise
+    ctx.registry.update_mirror(name, state="paused")
+    # "savepoint <uri>" is what _pause_savepoints parses back; keep the format.
+    ctx.registry.record_event(name, "paused", f"savepoint {path}; job {rec.flink_job_id} ({kind})")
+    return path
+
+
+def resume_mirror(ctx: service.Context, name: str) -> str:
+    """Resubmit a paused mirror's job from its pause savepoint (or the newest retained
+    point); return the new job id."""
+    rec = service.get_mirror(ctx, name)
+    if rec.state == "running" and _job_state(ctx, rec.flink_job_id) in ALIVE_JOB_STATES:
+        return str(rec.flink_job_id)
+    if rec.state != "paused":
+        raise ConflictError(f"mirror {name} is {rec.state}; only a paused mirror can be resumed")
+    point = latest_restore_point(ctx, rec)
+    job_id = _submit(ctx, rec, point.path if point else None)
+    ctx.registry.update_mirror(name, state="running", flink_job_id=job_id)
+    what = f"from {point.kind} {point.path}" if point else "from scratch: no savepoint or checkpoint found"
+    ctx.registry.record_event(name, "resumed", f"{what}; job {rec.flink_job_id} -> {job_id}")
+    return job_id
+
+
+def resync_mirror(ctx: service.Context, name: str) -> str:
+    """Ask Debezium for an incremental snapshot of this one table (other tables of the
+    source keep streaming); the re-read rows get new __seq values, so they win over stale
+    ones. Returns the signal id."""
+    rec = service.get_mirror(ctx, name)
+    src = service.get_source(ctx, rec.spec.source)
+    sig = service.send_snapshot_signal(ctx, src, [rec.spec.qualified])
+    ctx.registry.record_event(name, "resync", f"incremental snapshot of {rec.spec.qualified} (signal {sig})")
+    return sig
+
+
+def restore_job(ctx: service.Context, name: str) -> str:
+    """Resubmit a FAILED / CANCELED / FINISHED / missing job from its newest retained
+    checkpoint or savepoint; return the running job id.
+
+    Idempotent: a job that is alive is returned as is, and a live job with the mirror's
+    pipeline name (e.g. submitted by a pass that crashed before recording it) is adopted
+    rather than duplicated. From scratch only when no restore point exists, and then the
+    event reason says so."""
+    rec = service.get_mirror(ctx, name)
+    old, state = rec.flink_job_id, _job_state(ctx, rec.flink_job_id)
+    if state in ALIVE_JOB_STATES:
+        return str(old)
+    born = _epoch(rec.created_at)
+    for job in ctx.jobmanager.jobs():
+        if (job.name == pipeline_name(name) and job.state in ALIVE_JOB_STATES and job.id != old
+                and (job.start_time or 0) / 1000 >= born - 1):
+            ctx.registry.update_mirror(name, flink_job_id=job.id)
+            ctx.registry.record_event(name, "adopted", f"live job {job.id} replaces {old} ({state or 'missing'})")
+            return job.id
+    point = latest_restore_point(ctx, rec)
+    started = time.monotonic()
+    job_id = _submit(ctx, rec, point.path if point else None)
+    ctx.registry.update_mirror(name, flink_job_id=job_id)
+    if point:
+        what = f"restored from {point.kind} {point.path}"
+    else:
+        what = "restored FROM SCRATCH (no retained checkpoint or savepoint; Kafka group offsets apply)"
+    ctx.registry.record_event(name, "restored", f"{what}; job {old} ({state or 'missing'}) -> {job_id}; "
+                                                f"submit took {time.monotonic() - started:.1f}s")
+    return job_id

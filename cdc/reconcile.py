@@ -1,0 +1,393 @@
+"""Reconciler: compare what the registry says should exist with what Connect, Flink and
+Pinot report, and repair the difference.
+
+Why it is split into observe / plan / apply: plan() is a pure function of (desired,
+observed), so every rule is tested table-driven without any server; observe() and apply()
+are the only parts that talk to systems. Safety rules baked into the split:
+
+* A system that does not answer is "unknown", never "missing": Observed.connectors / jobs /
+  pinot_tables are None then, and plan() makes no decision for that system. (Otherwise a
+  Connect restart would make us PUT every connector again.)
+* Only mirrors in state "running" are repaired. "creating" (add_mirror in progress),
+  "pausing", "paused", "removing", ... belong to whoever set them; a connector is left
+  alone while any mirror of its source is in a transitional state, since add/remove
+  rewrite its config.
+* apply() re-checks each action against fresh state before acting (the plan may be
+  seconds old), and failures back off exponentially per (mirror, action kind), so a
+  broken mirror is retried at 2 s, 4 s, ... 5 min instead of hammering the systems.
+* One reconciler acts at a time across processes: a registry lease taken every pass and
+  renewed between actions; losing it stops the pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc import catalog, ops, render, service
+from cdc.clients.connect import ConnectorStatus
+from cdc.config import Settings
+from cdc.errors import PermanentRemoteError, RemoteError
+from cdc.registry import MirrorRecord
+
+log = logging.getLogger(__name__)
+
+RECREATE_CONNECTOR = "recreate_connector"
+RESTART_CONNECTOR = "restart_connector"
+RESUME_CONNECTOR = "resume_connector"
+RESTORE_JOB = "restore_job"
+RECREATE_PINOT = "recreate_pinot_table"
+
+ACTIVE_STATE = "running"
+# States whose owner is some other operation in progress: hands off the whole source.
+TRANSITIONAL_STATES = frozenset({"creating", "pending", "pausing", "resuming", "removing"})
+RESTORABLE_JOB_STATES = frozenset({"FAILED", "CANCELED", "FINISHED", "SUSPENDED"})
+
+
+@dataclass(frozen=True)
+class Action:
+    """One repair: kind, the mirror it is for (for a connector: the first running mirror of
+    its source), why, and what it targets (connector name or job id)."""
+
+    kind: str
+    mirror: str
+    reason: str
+    source: str | None = None
+    target: str | None = None
+
+
+@dataclass
+class Observed:
+    """What the systems report. None for a whole field = that system did not answer.
+
+    connectors: name -> status for connectors that exist (status None = exists, status not
+    yet known); absent key = connector missing. jobs: Flink job id -> state.
+    pinot_tables: raw table names (None also when Pinot is disabled)."""
+
+    connectors: dict[str, ConnectorStatus | None] | None = None
+    jobs: dict[str, str] | None = None
+    pinot_tables: set[str] | None = None
+
+
+# -- plan (pure) ---------------------------------------------------------------------------
+
+def _connector_actions(source: str, mirrors: list[MirrorRecord], observed: Observed) -> list[Action]:
+    if observed.connectors is None or any(m.state in TRANSITIONAL_STATES for m in mirrors):
+        return []
+    running = sorted(m.name for m in mirrors if m.state == ACTIVE_STATE)
+    if not running:
+        return []
+    cname = next((m.connector_name for m in mirrors if m.connector_name), None) or service.connector_name(source)
+    who = running[0]
+    mk = lambda kind, why: Action(kind, who, f"connector {cname} (source {source}) {why}", source, cname)  # noqa: E731
+    if cname not in observed.connectors:
+        return [mk(RECREATE_CONNECTOR, "is missing")]
+    st = observed.connectors[cname]
+    if st is None:
+        return []
+    failed = [t.id for t in st.tasks if t.state == "FAILED"]
+    if st.state == "FAILED" or failed:
+        what = "is FAILED" if st.state == "FAILED" else f"task(s) {failed} FAILED"
+        return [mk(RESTART_CONNECTOR, f"{what}: {st.failure_summary()[:300]}")]
+    if st.state in ("PAUSED", "STOPPED"):
+        return [mk(RESUME_CONNECTOR, f"is {st.state} while mirror(s) {', '.join(running)} are running")]
+    return []
+
+
+def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
+    out: list[Action] = []
+    if observed.pinot_tables is not None and m.name not in observed.pinot_tables:
+        out.append(Action(RECREATE_PINOT, m.name, f"Pinot table {m.name} is missing", m.source, m.name))
+    if observed.jobs is not None:
+        state = observed.jobs.get(m.flink_job_id) if m.flink_job_id else None
+        if state is None:
+            why = f"Flink job {m.flink_job_id} is missing" if m.flink_job_id else "mirror has no Flink job"
+            out.append(Action(RESTORE_JOB, m.name, why, m.source, m.flink_job_id))
+        elif state in RESTORABLE_JOB_STATES:
+            out.append(Action(RESTORE_JOB, m.name, f"Flink job {m.flink_job_id} is {state}", m.source,
+                              m.flink_job_id))
+    return out
+
+
+def plan(desired: list[MirrorRecord], observed: Observed) -> list[Action]:
+    """Repairs that bring `observed` to `desired`, connectors first (jobs read their
+    topics), then Pinot tables, then Flink jobs. [] when everything is healthy."""
+    by_source: dict[str, list[MirrorRecord]] = defaultdict(list)
+    for m in desired:
+        by_source[m.source].append(m)
+    actions: list[Action] = []
+    for source in sorted(by_source):
+        actions += _connector_actions(source, by_source[source], observed)
+    per_mirror = [a for m in sorted(desired, key=lambda r: r.name) if m.state == ACTIVE_STATE
+                  for a in _mirror_actions(m, observed)]
+    return actions + sorted(per_mirror, key=lambda a: a.kind != RECREATE_PINOT)
+
+
+# -- observe -------------------------------------------------------------------------------
+
+def _strip_type(table: str) -> str:
+    for suffix in ("_REALTIME", "_OFFLINE"):
+        if table.endswith(suffix):
+            return table[: -len(suffix)]
+    return table
+
+
+def observe(ctx: service.Context, desired: list[MirrorRecord]) -> Observed:
+    """Ask each system once; a system that fails to answer is left None (unknown)."""
+    obs = Observed()
+    try:
+        existing = set(ctx.connect.list_connectors())
+        wanted = {m.connector_name or service.connector_name(m.source) for m in desired}
+        obs.connectors = {}
+        for name in sorted(wanted & existing):
+            try:
+                obs.connectors[name] = ctx.connect.status(name)
+            except RemoteError:
+                obs.connectors[name] = None
+    except RemoteError as exc:
+        log.warning("reconcile: Kafka Connect unknown: %s", exc)
+        obs.connectors = None
+    try:
+        obs.jobs = {j.id: j.state for j in ctx.jobmanager.jobs()}
+    except RemoteError as exc:
+        log.warning("reconcile: Flink unknown: %s", exc)
+    if service.pinot_enabled(ctx)[0]:
+        try:
+            obs.pinot_tables = {_strip_type(t) for t in ctx.controller.list_tables()}
+        except RemoteError as exc:
+            log.warning("reconcile: Pinot unknown: %s", exc)
+    return obs
+
+
+# -- backoff -------------------------------------------------------------------------------
+
+class Backoff:
+    """Per-key exponential backoff, in memory: after n consecutive failures the key waits
+    min(base * 2**(n-1), cap) seconds. A success forgets the key."""
+
+    def __init__(self, base_s: float = 2.0, cap_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base_s, self.cap_s, self.clock = base_s, cap_s, clock
+        self._failures: dict[tuple[str, str], int] = {}
+        self._until: dict[tuple[str, str], float] = {}
+
+    def ready(self, key: tuple[str, str]) -> bool:
+        return self.clock() >= self._until.get(key, float("-inf"))
+
+    def failed(self, key: tuple[str, str]) -> float:
+        """Record a failure; return the delay before the next attempt."""
+        n = self._failures.get(key, 0) + 1
+        self._failures[key] = n
+        delay = min(self.base_s * 2 ** (n - 1), self.cap_s)
+        self._until[key] = self.clock() + delay
+        return delay
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        self._failures.pop(key, None)
+        self._until.pop(key, None)
+
+    def failures(self, key: tuple[str, str]) -> int:
+        return self._failures.get(key, 0)
+
+
+# -- apply ---------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    action: Action
+    status: str          # "done" | "noop" | "skipped" | "backoff" | "failed"
+    detail: str = ""
+
+
+def _still_running(ctx: service.Context, a: Action) -> bool:
+    rec = ctx.registry.get_mirror(a.mirror)
+    return rec is not None and rec.state == ACTIVE_STATE
+
+
+def _source_quiet(ctx: service.Context, source: str) -> bool:
+    return not any(m.state in TRANSITIONAL_STATES for m in ctx.registry.list_mirrors(source=source))
+
+
+def _do_connector(ctx: service.Context, a: Action) -> tuple[str, str]:
+    cname, source = str(a.target), str(a.source)
+    if not _source_quiet(ctx, source):
+        return "skipped", "a mirror of the source is being changed"
+    if a.kind == RECREATE_CONNECTOR:
+        if ctx.connect.get_config(cname) is not None:
+            return "noop", "connector exists again"
+        src = service.get_source(ctx, source)
+        tables, overrides = service._tables_of_source(ctx, src)
+        ctx.connect.put_config(cname, service._render_connector(ctx, src, tables, overrides))
+        return "done", f"PUT /connectors/{cname}/config with {len(tables)} table(s) from the registry"
+    st = ctx.connect.status(cname)
+    if st is None:
+        return "noop", "connector is gone (next pass recreates it)"
+    if a.kind == RESTART_CONNECTOR:
+        if not st.failed:
+            return "noop", f"connector is {st.state} again"
+        ctx.connect.restart(cname, include_tasks=True, only_failed=True)
+        return "done", "restart requested (failed connector and tasks)"
+    if st.state not in ("PAUSED", "STOPPED"):
+        return "noop", f"connector is {st.state}"
+    ctx.connect.resume(cname)
+    return "done", f"resume requested (was {st.state})"
+
+
+def _do_pinot(ctx: service.Context, a: Action) -> tuple[str, str]:
+    rec = service.get_mirror(ctx, a.mirror)
+    spec = rec.spec
+    src = service.get_source(ctx, spec.source)
+    with catalog.connect(service._source_dsn(ctx, src)) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    ctx.controller.add_schema(render.render_pinot_schema(spec, info), override=True)
+    if ctx.controller.get_table(spec.name) is not None:
+        return "noop", "schema ensured; table exists again"
+    try:
+        ctx.controller.add_table(render.render_pinot_table(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
+                                                           flat_topic=service.flat_topic(spec.name)))
+    except PermanentRemoteError as exc:
+        if exc.status != 409:
+            raise
+        return "noop", "table created concurrently"
+    return "done", f"schema and REALTIME table {spec.name} created; Pinot re-reads {service.flat_topic(spec.name)}"
+
+
+def _execute(ctx: service.Context, a: Action) -> tuple[str, str]:
+    if not _still_running(ctx, a):
+        return "skipped", "mirror is no longer running"
+    if a.kind in (RECREATE_CONNECTOR, RESTART_CONNECTOR, RESUME_CONNECTOR):
+        return _do_connector(ctx, a)
+    if a.kind == RESTORE_JOB:
+        before = ctx.registry.get_mirror(a.mirror)
+        job = ops.restore_job(ctx, a.mirror)
+        changed = before is None or before.flink_job_id != job
+        return ("done" if changed else "noop"), f"job {job}"
+    if a.kind == RECREATE_PINOT:
+        return _do_pinot(ctx, a)
+    raise ValueError(f"unknown action kind {a.kind!r}")
+
+
+def apply(ctx: service.Context, actions: list[Action], backoff: Backoff | None = None,
+          keep_going: Callable[[], bool] = lambda: True) -> list[Result]:
+    """Execute actions in order, each idempotently, recording each one as an event
+    ("reconcile:<kind>", reason -> outcome). Failures are events too and back the
+    (mirror, kind) off; keys still backing off are not attempted. keep_going() is asked
+    before each action (lease renewal); False ends the pass."""
+    results: list[Result] = []
+    for a in actions:
+        if not keep_going():
+            break
+        key = (a.mirror, a.kind)
+        if backoff is not None and not backoff.ready(key):
+            results.append(Result(a, "backoff"))
+            continue
+        try:
+            status, detail = _execute(ctx, a)
+        except Exception as exc:  # one broken mirror must not stop the others
+            delay = backoff.failed(key) if backoff is not None else 0.0
+            detail = str(exc).splitlines()[0][:500]
+            n = backoff.failures(key) if backoff is not None else 1
+            ctx.registry.record_event(a.mirror, f"reconcile:{a.kind}:failed",
+                                      f"{a.reason}: {detail}; attempt {n}, next in {delay:.0f}s")
+            log.warning("reconcile %s %s failed: %s", a.kind, a.mirror, detail)
+            results.append(Result(a, "failed", detail))
+            continue
+        if backoff is not None:
+            backoff.succeeded(key)
+        if status != "skipped":
+            ctx.registry.record_event(a.mirror, f"reconcile:{a.kind}", f"{a.reason} -> {status}: {detail}")
+        results.append(Result(a, status, detail))
+    return results
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+@dataclass
+class _Stats:
+    passes: int = 0
+    last_error: str | None = None
+    last_results: list[Result] = field(default_factory=list)
+
+
+class Reconciler:
+    """Runs observe -> plan -> apply every interval_s in a daemon thread, holding the
+    registry lease while it acts. A fresh Context per pass keeps a pass's failure (or a
+    replaced registry file) from poisoning the next one."""
+
+    def __init__(self, ctx_factory: Callable[[], service.Context], settings: Settings, interval_s: float = 5.0,
+                 *, holder: str | None = None, lease_ttl_s: float | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.ctx_factory = ctx_factory
+        self.settings = settings
+        self.interval_s = interval_s
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Long enough to cover one slow action (a job submit takes ~5-20 s) between renewals.
+        self.lease_ttl_s = lease_ttl_s or float(getattr(settings, "reconcile_lease_ttl_s", max(60.0, 3 * interval_s)))
+        self.backoff = backoff or Backoff()
+        self.stats = _Stats()
+        self._stop = threading.Event()
+        self._pass_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> list[Action]:
+        """One pass; returns the actions attempted ([] when healthy or another process
+        holds the lease)."""
+        with self._pass_lock:
+            ctx = self.ctx_factory()
+            try:
+                if not ctx.registry.acquire_lease(self.holder, self.lease_ttl_s):
+                    log.info("reconcile: lease held by %s; not acting", ctx.registry.lease_holder())
+                    return []
+                desired = ctx.registry.list_mirrors()
+                actions = plan(desired, observe(ctx, desired))
+                results = apply(ctx, actions, self.backoff,
+                                keep_going=lambda: ctx.registry.renew_lease(self.holder, self.lease_ttl_s))
+                self.stats.passes += 1
+                self.stats.last_results = results
+                return [r.action for r in results if r.status != "backoff"]
+            finally:
+                ctx.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                self.stats.last_error = None
+            except Exception as exc:  # keep reconciling; the next pass may succeed
+                self.stats.last_error = str(exc).splitlines()[0][:500]
+                log.exception("reconcile pass failed")
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="cdc-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Ask the loop to end (the current action finishes), wait, release the lease.
+        Returns False when the thread was still busy after `timeout`."""
+        self._stop.set()
+        done = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            done = not self._thread.is_alive()
+        if done:
+            ctx = self.ctx_factory()
+            try:
+                ctx.registry.release_lease(self.holder)
+            finally:
+                ctx.close()
+        return done
+
+    def status(self) -> dict[str, Any]:
+        return {"holder": self.holder, "running": bool(self._thread and self._thread.is_alive()),
+                "passes": self.stats.passes, "last_error": self.stats.last_error}

@@ -1,0 +1,399 @@
+"""Does the mirror hold exactly what Postgres holds? Counts first, then per-key digests.
+
+Why digests in chunks: a table of millions of rows must never sit in memory as rows. Postgres
+is read by keyset pagination in key order in one REPEATABLE READ transaction (one snapshot;
+its pg_current_wal_lsn() is reported). Pinot is queried per key range of each Postgres chunk
+(on the first key column; the other key columns are part of the hashed key). The flat topic
+(when Pinot cannot run; it is exactly Pinot's input) is read once, keeping only key -> (seq,
+digest, deleted, position) under Pinot's rule: highest __seq wins, __deleted hides the key.
+
+Why a re-check: the snapshot and the target are read at different moments, so changes in
+flight look like differences. Every key that differs is re-read on both sides (Postgres
+fresh, the flat topic from where the first pass stopped, Pinot by key) until they agree or
+settle_timeout expires; only keys that still differ are reported. A key that agrees at any
+moment really was mirrored, so the re-check cannot hide a wrong value that persists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any, Literal, NamedTuple
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+from psycopg import sql
+from pydantic import BaseModel
+
+from cdc import canonical, catalog, render, service
+from cdc.errors import CdcError
+from cdc.models import TableInfo
+from cdc.typemap import TypeMapping, map_table, normalize_type
+
+Key = tuple[Any, ...]
+Row = dict[str, Any]
+Progress = Callable[[str], None]
+SAMPLES = 5
+_BATCH = 500                 # keys per re-check query
+_PINOT_LIMIT = 10_000_000
+
+
+class Sample(BaseModel):
+    key: list[Any]
+    source: Row | None = None      # canonical values as Postgres holds them (None: absent)
+    target: Row | None = None      # canonical values as the target holds them (None: absent)
+
+
+class VerifyReport(BaseModel):
+    mirror: str
+    table: str
+    target: Literal["pinot", "flat-topic"]
+    target_detail: str
+    source_lsn: str
+    source_rows: int
+    target_rows: int
+    missing: int = 0
+    extra: int = 0
+    differing: int = 0
+    samples: dict[str, list[Sample]] = {}    # "missing" / "extra" / "differing" -> at most 5 each
+    rechecked: int = 0                       # keys that differed in the first pass and were re-read
+    recheck_attempts: int = 0
+    duration_s: float = 0.0
+    clean: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.clean else 1
+
+
+class _Table:
+    """The layout verify hashes in: every mapped column in attnum order, the mirror's key."""
+
+    def __init__(self, info: TableInfo, keys: list[str]) -> None:
+        self.info, self.keys = info, keys
+        self.maps: dict[str, TypeMapping] = {m.column: m for m in map_table(info)}
+        self.cols = list(self.maps)
+        self.rel = sql.Identifier(info.schema_name, info.table_name)
+        self.sel_cols = sql.SQL(", ").join(map(sql.Identifier, self.cols))
+        self.key_cols = sql.SQL(", ").join(map(sql.Identifier, keys))
+
+    def from_pg(self, rec: Iterable[Any]) -> Row:
+        return {c: canonical.pg_value(v, self.maps[c]) for c, v in zip(self.cols, rec)}
+
+    def from_flat(self, rec: dict[str, Any]) -> Row:
+        return {c: canonical.flat_value(rec.get(c), self.maps[c]) for c in self.cols}
+
+    def key(self, row: Row) -> Key:
+        return tuple(row[k] for k in self.keys)
+
+    def digest(self, row: Row) -> str:
+        return canonical.row_digest([row[c] for c in self.cols])
+
+
+def _pg_chunks(conn: psycopg.Connection[Any], t: _Table, chunk_rows: int) -> Iterable[tuple[dict[Key, str], Any]]:
+    """Yield (key -> digest, last row's first key column) in key order; the last chunk is short."""
+    kidx = [t.cols.index(k) for k in t.keys]
+    after: list[Any] | None = None
+    while True:
+        where = sql.SQL("") if after is None else sql.SQL("WHERE ({}) > ({})").format(
+            t.key_cols, sql.SQL(", ").join(sql.Placeholder() * len(after)))
+        recs = conn.execute(sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
+            t.sel_cols, t.rel, where, t.key_cols, sql.Literal(chunk_rows)), after).fetchall()
+        rows = [t.from_pg(rec) for rec in recs]
+        yield {t.key(row): t.digest(row) for row in rows}, rows[-1][t.keys[0]] if rows else None
+        if len(recs) < chunk_rows:
+            return
+        after = [recs[-1][i] for i in kidx]
+
+
+def _pg_key_expr(t: _Table, col: str) -> sql.Composable:
+    """A placeholder turning a canonical key value (passed as text) back into the column's type."""
+    c, base = t.info.column(col), normalize_type(t.info.column(col).base_type)
+    if base in ("timestamp", "timestamptz"):
+        return sql.SQL(f"({base} 'epoch' + %s::bigint * interval '1 microsecond')")
+    return sql.SQL("decode(%s::text, 'hex')") if base == "bytea" else \
+        sql.SQL("CAST(%s::text AS {})").format(sql.SQL(c.type_name))
+
+
+def _pg_current(dsn: str, t: _Table, keys: list[Key]) -> dict[Key, Row]:
+    """The rows of these keys as Postgres holds them now."""
+    out: dict[Key, Row] = {}
+    tup = sql.SQL("({})").format(sql.SQL(", ").join(_pg_key_expr(t, k) for k in t.keys))
+    with catalog.connect(dsn) as conn:
+        for batch in (keys[i:i + _BATCH] for i in range(0, len(keys), _BATCH)):
+            q = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
+                t.sel_cols, t.rel, t.key_cols, sql.SQL(", ").join([tup] * len(batch)))
+            out.update((t.key(r), r) for r in map(t.from_pg, conn.execute(q, [str(v) for k in batch for v in k])))
+    return out
+
+
+class _Entry(NamedTuple):
+    """The winning flat record of a key: its digest and where to read it back."""
+    seq: int
+    digest: str
+    deleted: bool
+    partition: int
+    offset: int
+
+
+def _upsert(state: dict[Key, _Entry | None], k: Key, e: _Entry) -> None:
+    """Pinot's FULL upsert rule: a record replaces the key's current one unless its __seq is lower."""
+    old = state.get(k)
+    if old is None or e.seq >= old.seq:
+        state[k] = e
+
+
+class _FlatTarget:
+    """Upsert state of the flat topic, as digests; re-checks resume where the last read ended."""
+
+    def __init__(self, bootstrap: str, topic: str, t: _Table, timeout: float = 120.0) -> None:
+        self.bootstrap, self.topic, self.t, self.timeout = bootstrap, topic, t, timeout
+        self.state: dict[Key, _Entry | None] = {}    # first pass; deleted winners kept for their __seq
+        self.tombs: dict[Key, _Entry | None] = {}    # deleted winners of keys Postgres has
+        self.pos: dict[int, int] = {}
+        self.watch: dict[Key, _Entry | None] | None = None
+
+    def _consumer(self) -> Any:
+        return Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"cdc-verify-{time.monotonic_ns()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
+
+    def _scan(self, on_record: Callable[[Key, _Entry], None]) -> int:
+        """Read from self.pos to the end offsets seen now; return the number of records."""
+        c, n, topic = self._consumer(), 0, self.topic
+        try:
+            md = c.list_topics(topic, timeout=10).topics.get(topic)
+            if md is None or md.error is not None:
+                raise CdcError(f"flat topic {topic} does not exist", hint="is the mirror running?")
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}
+            todo = {p for p, e in ends.items() if e > self.pos.get(p, 0)}
+            c.assign([TopicPartition(topic, p, self.pos.get(p, 0)) for p in todo])
+            deadline = time.monotonic() + self.timeout
+            while todo and time.monotonic() < deadline:
+                for msg in c.consume(1000, 1.0):
+                    p, off = msg.partition(), msg.offset()
+                    if msg.error() is not None or p not in todo or off >= ends[p]:
+                        continue                    # records past `ends` are read by the next scan
+                    if off + 1 >= ends[p]:
+                        todo.discard(p)
+                    if msg.value() is not None:
+                        n, rec = n + 1, json.loads(msg.value())
+                        row = self.t.from_flat(rec)
+                        on_record(self.t.key(row), _Entry(int(rec["__seq"]), self.t.digest(row),
+                                                          bool(rec["__deleted"]), p, off))
+            if todo:
+                raise CdcError(f"could not read flat topic {topic} to its end within {self.timeout:.0f}s")
+        finally:
+            c.close()
+        self.pos.update(ends)
+        return n
+
+    def load(self, say: Progress) -> int:
+        """One pass over the whole topic; returns the number of live keys."""
+        n = self._scan(lambda k, e: _upsert(self.state, k, e))
+        live = sum(1 for e in self.state.values() if e is not None and not e.deleted)
+        say(f"flat topic {self.topic}: {n} records, {live} live keys")
+        return live
+
+    def chunk(self, keys: Iterable[Key], lo: Any, hi: Any) -> dict[Key, tuple[str, Any]]:
+        """The live entries of these keys, taken out of the state; the last chunk (hi None:
+        no upper bound) also takes every live key left, i.e. the keys Postgres lacks."""
+        out: dict[Key, tuple[str, Any]] = {}
+        for k in keys:
+            if (e := self.state.pop(k, None)) is not None and e.deleted:
+                self.tombs[k] = e
+            elif e is not None:
+                out[k] = (e.digest, e)
+        if hi is None:
+            out.update((k, (e.digest, e)) for k, e in self.state.items() if e is not None and not e.deleted)
+        return out
+
+    def current(self, suspects: dict[Key, Any]) -> dict[Key, tuple[str, Any]]:
+        """Catch up from where the last read stopped; the winning entry of each suspect key
+        (a deleted winner's __seq still counts: a replayed older record must not revive it)."""
+        if self.watch is None:                           # the first pass is done: free its memory
+            self.watch = {k: ref if ref is not None else self.tombs.get(k) for k, ref in suspects.items()}
+            self.state, self.tombs = {}, {}
+        watch = self.watch
+        self._scan(lambda k, e: _upsert(watch, k, e) if k in suspects else None)
+        return {k: (e.digest, e) for k in suspects if (e := watch.get(k)) is not None and not e.deleted}
+
+    def rows(self, refs: dict[Key, Any]) -> dict[Key, Row]:
+        """Full rows of the given entries, read back at their partition/offset (samples only)."""
+        out: dict[Key, Row] = {}
+        c = self._consumer()
+        try:
+            for k, e in refs.items():
+                c.assign([TopicPartition(self.topic, e.partition, e.offset)])
+                for msg in c.consume(1, 10.0):
+                    if msg.error() is None and msg.offset() == e.offset:
+                        out[k] = self.t.from_flat(json.loads(msg.value()))
+        finally:
+            c.close()
+        return out
+
+
+def _pinot_literal(v: Any) -> str:
+    return str(v) if isinstance(v, (int, float, Decimal)) else "'" + str(v).replace("'", "''") + "'"
+
+
+class _PinotTarget:
+    """Pinot answers per key range of each Postgres chunk (first key column)."""
+
+    def __init__(self, query: Callable[[str], tuple[list[str], list[list[Any]]]], table: str, t: _Table) -> None:
+        self.query, self.table, self.t = query, table, t
+
+    def _select(self, where: str) -> dict[Key, Row]:
+        cols = ", ".join(f'"{c}"' for c in self.t.cols)
+        names, rows = self.query(f'SET enableNullHandling=true; SELECT {cols} FROM "{self.table}"{where} '
+                                 f'LIMIT {_PINOT_LIMIT}')
+        if len(rows) >= _PINOT_LIMIT:
+            raise CdcError(f"Pinot returned {_PINOT_LIMIT} rows for one key range: cannot verify exactly",
+                           hint="use a smaller chunk_rows")
+        found = (dict(zip(names, r)) for r in rows)
+        return {self.t.key(row): row for row in map(self.t.from_flat, found)}
+
+    def load(self, say: Progress) -> int:
+        say(f"pinot table {self.table}: comparing by key range")
+        _, rows = self.query(f'SELECT COUNT(*) FROM "{self.table}"')
+        return int(rows[0][0]) if rows else 0
+
+    def chunk(self, keys: Iterable[Key], lo: Any, hi: Any) -> dict[Key, tuple[str, Any]]:
+        """Pinot rows whose first key column is in (lo, hi]; None = unbounded."""
+        conds = [f'"{self.t.keys[0]}" {op} {_pinot_literal(v)}' for op, v in ((">", lo), ("<=", hi)) if v is not None]
+        return {k: (self.t.digest(r), None) for k, r in self._select(" WHERE " + " AND ".join(conds)
+                                                                      if conds else "").items()}
+
+    def current(self, suspects: dict[Key, Any]) -> dict[Key, tuple[str, Any]]:
+        firsts = list({k[0] for k in suspects})
+        found = [self._select(f' WHERE "{self.t.keys[0]}" IN ({", ".join(map(_pinot_literal, firsts[i:i + _BATCH]))})')
+                 for i in range(0, len(firsts), _BATCH)]
+        return {k: (self.t.digest(r), r) for rows in found for k, r in rows.items() if k in suspects}
+
+    def rows(self, refs: dict[Key, Any]) -> dict[Key, Row]:
+        return {k: r for k, r in refs.items() if isinstance(r, dict)}
+
+
+Target = _FlatTarget | _PinotTarget
+
+
+def _first_pass(conn: psycopg.Connection[Any], t: _Table, target: Target, chunk_rows: int, total: int,
+                say: Progress) -> dict[str, dict[Key, Any]]:
+    """Chunk by chunk: Postgres digests vs the target's. A key found on one side only is kept
+    pending, because chunk boundaries (composite keys) or collation differences can put it in
+    another chunk on the other side; whatever is still pending at the end is missing/extra."""
+    src_only: dict[Key, str] = {}
+    tgt_only: dict[Key, tuple[str, Any]] = {}
+    differ: dict[Key, Any] = {}
+    lo, done = None, 0
+    for digests, hi in _pg_chunks(conn, t, chunk_rows):
+        got = target.chunk(digests.keys(), lo, None if len(digests) < chunk_rows else hi)
+        for k, d in digests.items():
+            if k in got or k in tgt_only:
+                td, ref = got.pop(k) if k in got else tgt_only.pop(k)
+                if td != d:
+                    differ[k] = ref
+            else:
+                src_only[k] = d
+        for k, (td, ref) in got.items():
+            if k not in src_only:
+                tgt_only[k] = (td, ref)
+            elif src_only.pop(k) != td:
+                differ[k] = ref
+        done, lo = done + len(digests), hi
+        say(f"compared {done}/{total} rows")
+    return {"missing": dict.fromkeys(src_only), "differing": differ,
+            "extra": {k: ref for k, (_, ref) in tgt_only.items()}}
+
+
+def _recheck(dsn: str, t: _Table, target: Target, suspects: dict[Key, Any], settle_timeout: float,
+             say: Progress) -> tuple[dict[str, list[Key]], dict[Key, Row], dict[Key, Any], int]:
+    """Re-read suspects on both sides until they agree or the time is up (at least once).
+    Returns the still differing keys by kind, their Postgres rows, their target refs, attempts."""
+    attempts, deadline = 0, time.monotonic() + settle_timeout
+    pg_rows: dict[Key, Row] = {}
+    refs: dict[Key, Any] = {}
+    while suspects:
+        attempts += 1
+        keys = list(suspects)
+        pg_rows, tg = _pg_current(dsn, t, keys), target.current(suspects)
+        refs = {k: tg[k][1] for k in keys if k in tg}
+        suspects = {k: refs.get(k) for k in keys
+                    if (t.digest(pg_rows[k]) if k in pg_rows else None) != (tg[k][0] if k in tg else None)}
+        if not suspects or time.monotonic() >= deadline:
+            break
+        say(f"re-check {attempts}: {len(suspects)} keys still differ")
+        time.sleep(min(0.5 * attempts, 2.0, max(0.0, deadline - time.monotonic())))
+    kinds: dict[str, list[Key]] = {"missing": [], "extra": [], "differing": []}
+    for k in suspects:
+        kinds["differing" if k in pg_rows and k in refs else "missing" if k in pg_rows else "extra"].append(k)
+    return kinds, pg_rows, refs, attempts
+
+
+def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, settle_timeout: float = 60.0,
+                  progress: Progress | None = None, max_recheck: int = 100_000) -> VerifyReport:
+    """Compare mirror `name` with its source table (module docstring). Against Pinot when
+    it is enabled, else against the flat topic; report.target says which."""
+    started, say = time.monotonic(), progress or (lambda _m: None)
+    rec = service.get_mirror(ctx, name)
+    dsn = service._source_dsn(ctx, service.get_source(ctx, rec.spec.source))
+    with catalog.connect(dsn) as c:
+        info = catalog.introspect(c, rec.spec.schema_name, rec.spec.table_name)
+    t = _Table(info, render.key_columns(rec.spec, info))
+    use_pinot, why = service.pinot_enabled(ctx)
+    topic = service.flat_topic(name)
+    target: Target = _PinotTarget(ctx.broker.query, name, t) if use_pinot else \
+        _FlatTarget(ctx.settings.kafka_bootstrap, topic, t)
+    detail = f"Pinot table {name}" if use_pinot else \
+        f"flat topic {topic} with Pinot's upsert rule (Pinot itself not compared: {why})"
+    say(f"verify {name}: {info.qualified} vs {detail}")
+    with catalog.connect(dsn, autocommit=False) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        lsn, source_rows = conn.execute(sql.SQL("SELECT pg_current_wal_lsn()::text, count(*) FROM {}")
+                                        .format(t.rel)).fetchone() or ("?", 0)
+        target_rows = target.load(say)
+        say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
+        found = _first_pass(conn, t, target, chunk_rows, source_rows, say)
+        conn.rollback()
+    suspects = {k: ref for kind in ("missing", "differing", "extra") for k, ref in found[kind].items()}
+    first = len(suspects)
+    say(f"first pass: {', '.join(f'{len(v)} {k}' for k, v in found.items())}; re-checking "
+        f"{min(first, max_recheck)} keys for up to {settle_timeout:.0f}s")
+    kinds, pg_rows, refs, attempts = _recheck(dsn, t, target, dict(list(suspects.items())[:max_recheck]),
+                                              settle_timeout, say)
+    for k in list(suspects)[max_recheck:]:          # too many to re-check: first-pass verdict
+        kinds[next(kind for kind, ks in found.items() if k in ks)].append(k)
+    picked = {kind: ks[:SAMPLES] for kind, ks in kinds.items()}
+    tgt_rows = target.rows({k: refs[k] for ks in picked.values() for k in ks if refs.get(k) is not None})
+    samples = {kind: [Sample(key=list(k), source=pg_rows.get(k), target=tgt_rows.get(k)) for k in ks]
+               for kind, ks in picked.items()}
+    n = {kind: len(ks) for kind, ks in kinds.items()}
+    report = VerifyReport(
+        mirror=name, table=info.qualified, target="pinot" if use_pinot else "flat-topic", target_detail=detail, source_lsn=lsn,
+        source_rows=source_rows, target_rows=target_rows, **n, samples=samples,
+        rechecked=min(first, max_recheck), recheck_attempts=attempts,
+        duration_s=round(time.monotonic() - started, 3), clean=not any(n.values()))
+    say(f"verify {name}: {'clean' if report.clean else 'DIFFERENCES'} in {report.duration_s:.1f}s")
+    return report
+
+
+def format_report(report: VerifyReport) -> str:
+    """Human-readable summary: what was compared with what, the counts, a few samples."""
+    r = report
+    lines = [f"mirror {r.mirror} ({r.table}) compared with {r.target_detail}",
+             f"  rows:     source {r.source_rows:,} (snapshot at LSN {r.source_lsn}), target {r.target_rows:,}",
+             f"  content:  {r.missing:,} missing, {r.extra:,} extra, {r.differing:,} differing",
+             f"  re-check: {r.rechecked:,} keys differed in the first pass and were re-read "
+             f"({r.recheck_attempts} attempt(s)); only keys that still differ are counted above",
+             f"  took {r.duration_s:.1f}s: {'CLEAN' if r.clean else 'NOT CLEAN'}"]
+    for kind in ("missing", "extra", "differing"):
+        for s in r.samples.get(kind, []):
+            lines.append(f"  {kind} key {tuple(s.key)}:")
+            lines += [f"    {side}: {json.dumps(row, default=str, ensure_ascii=False)[:300]}"
+                      for side, row in (("postgres", s.source), (r.target, s.target)) if row is not None]
+            if s.source is not None and s.target is not None:
+                cols = [c for c in s.source if s.source.get(c) != s.target.get(c)]
+                lines.append(f"    columns that differ: {', '.join(cols) or '(none)'}")
+    return "\n".join(lines)

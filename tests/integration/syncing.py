@@ -1,0 +1,48 @@
+"""Helpers for mirror tests: compare Postgres with the mirror, list what exists."""
+
+from __future__ import annotations
+
+import time
+
+from cdc import catalog, mirror_state, service
+
+
+def mirror_target_rows(c: service.Context, name: str) -> mirror_state.Rows:
+    rec = service.get_mirror(c, name)
+    spec = rec.spec
+    with catalog.connect(c.settings.source_dsn()) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    enabled, _ = service.pinot_enabled(c)
+    if enabled:
+        return mirror_state.pinot_rows(c.broker.query, name, info, spec.key_columns)
+    return mirror_state.flat_topic_rows(c.settings.kafka_bootstrap, service.flat_topic(name), info, spec.key_columns)
+
+
+def wait_in_sync(c: service.Context, name: str, timeout: float = 120.0) -> float:
+    """Poll until the mirror equals Postgres, compared in full; return seconds waited."""
+    rec = service.get_mirror(c, name)
+    spec = rec.spec
+    t0 = time.monotonic()
+    last: dict = {}
+    while time.monotonic() - t0 < timeout:
+        with catalog.connect(c.settings.source_dsn()) as conn:
+            info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+            expected = mirror_state.postgres_rows(conn, info, spec.key_columns)
+        actual = mirror_target_rows(c, name)
+        last = mirror_state.diff(expected, actual)
+        if not (last["missing"] or last["extra"] or last["differing"]):
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError(f"mirror {name} not equal to Postgres after {timeout}s: {last}")
+
+
+def stack_objects(c: service.Context) -> dict:
+    """Everything a mirror can create, to prove a failed add created nothing."""
+    from cdc.clients.kafka import KafkaAdmin
+    with catalog.connect(c.settings.source_dsn()) as conn:
+        slots = sorted(r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots"))
+        pubs = sorted(r[0] for r in conn.execute("SELECT pubname FROM pg_publication"))
+    jobs = sorted(j.id for j in c.jobmanager.jobs() if j.state not in ("CANCELED", "FINISHED", "FAILED"))
+    topics = sorted(t for t in KafkaAdmin(c.settings.kafka_bootstrap).topics() if t.startswith("cdc.flat."))
+    return {"connectors": sorted(c.connect.list_connectors()), "jobs": jobs, "slots": slots,
+            "publications": pubs, "flat_topics": topics, "mirrors": [m.name for m in c.registry.list_mirrors()]}
