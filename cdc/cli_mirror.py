@@ -116,6 +116,14 @@ def cmd_mirror_remove(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mirror_verify(a: argparse.Namespace) -> int:
+    from cdc import verify
+    report = verify.verify_mirror(_ctx(), a.name, chunk_rows=a.chunk_rows, settle_timeout=a.settle_timeout,
+                                  progress=None if a.json else lambda m: print(m, file=__import__("sys").stderr))
+    print(report.model_dump_json(indent=2) if a.json else verify.format_report(report))
+    return report.exit_code
+
+
 def cmd_query(a: argparse.Namespace) -> int:
     cols, rows = service.query(_ctx(), a.sql)
     print(json.dumps([dict(zip(cols, r)) for r in rows], default=str) if a.json else _table(cols, rows))
@@ -153,6 +161,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--drop-data", action="store_true", help="also drop the Pinot table and the Kafka topics")
     p.set_defaults(func=cmd_mirror_remove)
+
+    p = m.add_parser("verify", help="compare Postgres and the mirror row by row; exit 0 only when identical")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--chunk-rows", type=int, default=10_000)
+    p.add_argument("--settle-timeout", type=float, default=60.0,
+                   help="seconds to re-check keys that differ while changes are in flight")
+    p.set_defaults(func=cmd_mirror_verify)
+
+    p = sub.add_parser("demo", help="stack up, a demo table, its mirror, a query before/after a live change")
+    p.add_argument("--rows", type=int, default=1000)
+    p.set_defaults(func=lambda a: __import__("cdc.demo", fromlist=["run"]).run(a.rows))
 
     p = sub.add_parser("query", help="run SQL on Pinot and print a table")
     p.add_argument("sql")

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     ports: Ports = Field(default_factory=Ports)
 
+    # Where the control service finds each system when it is not the local stack (e.g. the
+    # compose network: CDC_KAFKA_BOOTSTRAP=kafka:9092). Default: host + ports above.
+    kafka_bootstrap_override: str | None = Field(
+        None, validation_alias=AliasChoices("CDC_KAFKA_BOOTSTRAP", "kafka_bootstrap_override"))
+    connect_url_override: str | None = Field(
+        None, validation_alias=AliasChoices("CDC_CONNECT_URL", "connect_url_override"))
+    flink_url_override: str | None = Field(
+        None, validation_alias=AliasChoices("CDC_FLINK_URL", "flink_url_override"))
+    sql_gateway_url_override: str | None = Field(
+        None, validation_alias=AliasChoices("CDC_SQL_GATEWAY_URL", "sql_gateway_url_override"))
+
     # An existing Postgres to use as the default source instead of the private cluster.
     postgres_dsn: SecretStr | None = None
     postgres_bin_dir: Path | None = Field(default=None, description="Directory of initdb/postgres; auto-detected")
@@ -98,6 +109,7 @@ class Settings(BaseSettings):
     flink_taskmanager_slots: int = 8
 
     flat_topic_partitions: int = 2
+    wal_retained_warn_bytes: int = Field(1 << 30, description="warn when a source's slot retains more WAL")
 
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
@@ -120,19 +132,19 @@ class Settings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.ports.kafka}"
+        return self.kafka_bootstrap_override or f"{self.host}:{self.ports.kafka}"
 
     @property
     def connect_url(self) -> str:
-        return f"http://{self.host}:{self.ports.connect}"
+        return self.connect_url_override or f"http://{self.host}:{self.ports.connect}"
 
     @property
     def flink_url(self) -> str:
-        return f"http://{self.host}:{self.ports.flink_rest}"
+        return self.flink_url_override or f"http://{self.host}:{self.ports.flink_rest}"
 
     @property
     def sql_gateway_url(self) -> str:
-        return f"http://{self.host}:{self.ports.sql_gateway}"
+        return self.sql_gateway_url_override or f"http://{self.host}:{self.ports.sql_gateway}"
 
     @property
     def local_postgres_dsn(self) -> str:

@@ -459,4 +459,9 @@ def query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
     if not use_pinot:
         raise ConfigError(f"Pinot is not available: {why}",
                           hint="set CDC_PINOT_HOME or CDC_PINOT_MODE=external with the controller/broker URLs")
-    return ctx.broker.query(sql_text)
+    from urllib.parse import urlsplit
+
+    from cdc.clients.pinot import query_dbapi
+    u = urlsplit(ctx.settings.broker_url)
+    cols, rows = query_dbapi(u.hostname or "127.0.0.1", u.port or 8099, sql_text, scheme=u.scheme or "http")
+    return cols, [list(r) for r in rows]
