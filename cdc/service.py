@@ -114,11 +114,12 @@ def _secrets_dir(s: Settings) -> Path:
 def source_from_dsn(name: str, dsn: str) -> Source:
     try:
         parts = conninfo_to_dict(dsn)
+        port = int(parts.get("port") or 5432)
     except Exception as exc:
         raise ConfigError(f"source {name}: the DSN cannot be parsed ({type(exc).__name__})",
                           hint="use postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME") from None
     return Source(name=name, dsn=redact_dsn(dsn), database=str(parts.get("dbname") or parts.get("user") or "postgres"),
-                  host=str(parts.get("host") or "127.0.0.1"), port=int(parts.get("port") or 5432),
+                  host=str(parts.get("host") or "127.0.0.1"), port=port,
                   user=str(parts.get("user") or "postgres"), has_password=bool(parts.get("password")))
 
 
@@ -137,6 +138,13 @@ def add_source(ctx: Context, name: str, dsn: str) -> Source:
         with os.fdopen(fd, "w") as fh:
             fh.write("password=" + str(password).replace("\\", "\\\\") + "\n")
     return ctx.registry.add_source(src)
+
+
+def remove_source(ctx: Context, name: str) -> bool:
+    """Forget a source and its stored password (refused while mirrors use it)."""
+    removed = ctx.registry.remove_source(name)
+    (_secrets_dir(ctx.settings) / f"{name}.properties").unlink(missing_ok=True)
+    return removed
 
 
 def _source_dsn(ctx: Context, src: Source) -> str:
@@ -212,6 +220,9 @@ def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = DEFAULT_
                 key: list[str] | None = None) -> MirrorPlan:
     """Preflight and render the three artifacts. Creates nothing."""
     src = get_source(ctx, source)
+    if name is not None and not re.fullmatch(r"[a-z][a-z0-9_]{0,99}", name):
+        raise ConfigError(f"invalid mirror name {name!r}",
+                          hint="use lowercase letters, digits and _ (it becomes the Pinot table name)")
     spec = MirrorSpec(name=name or derive_mirror_name(schema, table, source), source=source, schema_name=schema,
                       table_name=table, key_columns=key)
     with catalog.connect(_source_dsn(ctx, src)) as conn:

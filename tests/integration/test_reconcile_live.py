@@ -133,7 +133,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             lv.pg.execute(f"DROP TABLE IF EXISTS public.{table}")
             lv.pg.execute("DROP TABLE IF EXISTS _cdc.freshness")
             from cdc.clients.kafka import KafkaAdmin
-            KafkaAdmin(settings.kafka_bootstrap).delete_topic(service.change_topic(DB, "_cdc", "freshness"))
+            kafka = KafkaAdmin(settings.kafka_bootstrap)
+            for topic in kafka.topics():    # the source's own topics that remove_mirror leaves behind
+                if topic.startswith(f"cdc.{DB}._cdc.") or topic == f"__debezium-heartbeat.cdc.{DB}":
+                    kafka.delete_topic(topic)
             lv.pg.close()
             lv.ctx.close()
 
