@@ -118,7 +118,7 @@ def _freshness_mirror(ctx: service.Context, source: str) -> str | None:
 
 def _write_heartbeat(ctx: service.Context, src: Source) -> datetime:
     """Upsert the probe row (autocommit: the row is committed when this returns)."""
-    with catalog.connect(service._source_dsn(ctx, src), connect_timeout=5) as conn:
+    with catalog.connect(service.source_dsn(ctx, src), connect_timeout=5) as conn:
         conn.execute("CREATE SCHEMA IF NOT EXISTS _cdc")
         conn.execute("CREATE TABLE IF NOT EXISTS _cdc.freshness (id int PRIMARY KEY, committed_at timestamptz NOT NULL)")
         row = conn.execute("INSERT INTO _cdc.freshness (id, committed_at) VALUES (1, clock_timestamp()) "
@@ -201,7 +201,7 @@ def measure_freshness(ctx: service.Context, source: str, timeout: float = 60.0) 
 def slot_wal_retained(ctx: service.Context, src: Source) -> int | None:
     """Bytes of WAL Postgres keeps for the source's slot; None when the slot does not exist."""
     slot = render.pg_name("cdc", src.name)
-    with catalog.connect(service._source_dsn(ctx, src), connect_timeout=5) as conn:
+    with catalog.connect(service.source_dsn(ctx, src), connect_timeout=5) as conn:
         row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
                            "FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])

@@ -76,7 +76,7 @@ def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str 
     with the restore path SET just before the INSERT when given."""
     spec = rec.spec
     src = service.get_source(ctx, spec.source)
-    with catalog.connect(service._source_dsn(ctx, src)) as conn:
+    with catalog.connect(service.source_dsn(ctx, src)) as conn:
         info = catalog.introspect(conn, spec.schema_name, spec.table_name)
     stmts = render.render_flink_sql(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                     change_topic=service.change_topic(spec.source, spec.schema_name, spec.table_name),

@@ -223,8 +223,8 @@ def _do_connector(ctx: service.Context, a: Action) -> tuple[str, str]:
         if ctx.connect.get_config(cname) is not None:
             return "noop", "connector exists again"
         src = service.get_source(ctx, source)
-        tables, overrides = service._tables_of_source(ctx, src)
-        ctx.connect.put_config(cname, service._render_connector(ctx, src, tables, overrides))
+        tables, overrides = service.tables_of_source(ctx, src)
+        ctx.connect.put_config(cname, service.render_connector_config(ctx, src, tables, overrides))
         return "done", f"PUT /connectors/{cname}/config with {len(tables)} table(s) from the registry"
     st = ctx.connect.status(cname)
     if st is None:
@@ -244,7 +244,7 @@ def _do_pinot(ctx: service.Context, a: Action) -> tuple[str, str]:
     rec = service.get_mirror(ctx, a.mirror)
     spec = rec.spec
     src = service.get_source(ctx, spec.source)
-    with catalog.connect(service._source_dsn(ctx, src)) as conn:
+    with catalog.connect(service.source_dsn(ctx, src)) as conn:
         info = catalog.introspect(conn, spec.schema_name, spec.table_name)
     ctx.controller.add_schema(render.render_pinot_schema(spec, info), override=True)
     if ctx.controller.get_table(spec.name) is not None:

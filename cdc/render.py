@@ -44,6 +44,7 @@ from cdc.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
 
 SIGNAL_TABLE = ("_cdc", "debezium_signal")
 HEARTBEAT_TABLE = ("_cdc", "heartbeat")
+FRESHNESS_TABLE = ("_cdc", "freshness")   # the daemon's commit -> visible probes
 HEARTBEAT_INTERVAL_MS = 10_000
 CHECKPOINT_INTERVAL = "10 s"
 FLUSH_ROWS = 100_000          # small box: ~100k rows per consuming segment
@@ -145,6 +146,7 @@ def bootstrap_sql(source: str) -> list[str]:
         "(id varchar(42) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048))",
         "CREATE TABLE IF NOT EXISTS _cdc.heartbeat "
         "(id integer PRIMARY KEY, ts timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE IF NOT EXISTS _cdc.freshness (id integer PRIMARY KEY, committed_at timestamptz NOT NULL)",
     ]
 
 
@@ -165,7 +167,7 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
                           hint="store the password in the Connect worker's secrets file and pass its reference")
     overrides = key_overrides or {}
     include = [_table_regex(t.schema_name, t.table_name) for t in tables]
-    include += [_table_regex(*SIGNAL_TABLE), _table_regex(*HEARTBEAT_TABLE)]
+    include += [_table_regex(*SIGNAL_TABLE), _table_regex(*HEARTBEAT_TABLE), _table_regex(*FRESHNESS_TABLE)]
     autoset: list[str] = []
     reselect: list[str] = []
     msg_keys: list[str] = []

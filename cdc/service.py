@@ -406,6 +406,8 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
     spec = rec.spec
     src = get_source(ctx, spec.source)
     cname = connector_name(src.name)
+    # Tell the reconciler this mirror is going away, or it would restore the cancelled job.
+    ctx.registry.update_mirror(name, state="removing")
     if rec.flink_job_id:
         progress(f"flink: cancelling job {rec.flink_job_id}")
         try:
@@ -421,6 +423,12 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
         progress(f"connect: last mirror of source {src.name}: deleting connector {cname}, its slot and publication")
         delete_connector(ctx, cname)
         _drop_slot_and_publication(ctx, src)
+        from cdc.clients.kafka import KafkaAdmin
+        kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
+        prefix = change_topic(src.name, "_cdc", "")
+        for topic in kafka.topics():   # the source's own _cdc.* change topics and heartbeats
+            if topic.startswith(prefix) or topic == f"__debezium-heartbeat.cdc.{src.name}":
+                kafka.delete_topic(topic)
     if drop_data:
         use_pinot, _ = pinot_enabled(ctx)
         if use_pinot:
@@ -476,3 +484,9 @@ def query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
     u = urlsplit(ctx.settings.broker_url)
     cols, rows = query_dbapi(u.hostname or "127.0.0.1", u.port or 8099, sql_text, scheme=u.scheme or "http")
     return cols, [list(r) for r in rows]
+
+
+# Public names for the other service modules (ops, reconcile, metrics, verify).
+source_dsn = _source_dsn
+tables_of_source = _tables_of_source
+render_connector_config = _render_connector

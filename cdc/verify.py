@@ -337,7 +337,7 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
     it is enabled, else against the flat topic; report.target says which."""
     started, say = time.monotonic(), progress or (lambda _m: None)
     rec = service.get_mirror(ctx, name)
-    dsn = service._source_dsn(ctx, service.get_source(ctx, rec.spec.source))
+    dsn = service.source_dsn(ctx, service.get_source(ctx, rec.spec.source))
     with catalog.connect(dsn) as c:
         info = catalog.introspect(c, rec.spec.schema_name, rec.spec.table_name)
     t = _Table(info, render.key_columns(rec.spec, info))
