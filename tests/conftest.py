@@ -22,5 +22,10 @@ def stack(settings: Settings) -> dict:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Integration tests run after the fast unit tests so a broken unit fails early.
-    items.sort(key=lambda it: 1 if it.get_closest_marker("integration") else 0)
+    # Unit tests first (a broken unit fails early), then integration, then the slow ones
+    # that kill stack processes, so they cannot disturb the others.
+    def rank(it: pytest.Item) -> int:
+        if it.get_closest_marker("slow"):
+            return 2
+        return 1 if it.get_closest_marker("integration") else 0
+    items.sort(key=rank)

@@ -71,6 +71,55 @@ def postgres_bin_dir(settings: Settings) -> Path:
     return found[-1].parent
 
 
+def _clear_stale_postmaster(data: Path, sock: Path, timeout: float = 15.0) -> None:
+    """After a kill -9 of the postmaster its backends linger until they notice, and its
+    postmaster.pid may name a pid that is now a zombie nobody reaps: Postgres then refuses
+    to start. Wait for processes still working in the data dir, then drop the stale lock."""
+    import time
+    lock = data / "postmaster.pid"
+    if not lock.exists():
+        return
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    from cdc.stack.process import _start_time  # noqa: PLC0415 (shared /proc helper)
+
+    def alive(p: int) -> bool:
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    if alive(pid) and _start_time(pid):
+        return   # a live postmaster: leave it to Postgres to complain
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and alive(int(d.name))
+                and _cwd(int(d.name)) == data.resolve()]
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            for p in left:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.5)
+            break
+        time.sleep(0.2)
+    lock.unlink(missing_ok=True)
+    for sock_lock in sock.glob(".s.PGSQL.*.lock"):   # same stale pid in the socket lock
+        sock_lock.unlink(missing_ok=True)
+
+
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
 def postgres_service(settings: Settings) -> Service:
     st = settings.state_dir / "postgres"
     data, sock = st / "data", st / "sock"
@@ -90,6 +139,7 @@ def postgres_service(settings: Settings) -> Service:
             os.chmod(settings.state_dir, 0o755)
             for p in (st, sock):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
+        _clear_stale_postmaster(data, sock)
         if not (data / "PG_VERSION").exists():
             cmd = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                    "--no-instructions"]

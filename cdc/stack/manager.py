@@ -74,7 +74,17 @@ def up(settings: Settings, progress: Progress = _say) -> dict:
             raise StackError(u.name, u.reason)
         progress(f"WARNING {u.name} is not part of this stack: {u.reason}")
     down_now = [s for s in services if s.pid() is None]
-    taken = [(s.name, port, n) for s in down_now for n, port in s.ports.items() if port_in_use(settings.host, port)]
+
+    def taken_ports() -> list[tuple[str, int, str]]:
+        return [(s.name, port, n) for s in down_now for n, port in s.ports.items() if port_in_use(settings.host, port)]
+
+    taken = taken_ports()
+    deadline = time.monotonic() + 15
+    while taken and time.monotonic() < deadline:
+        # A process killed a moment ago releases its sockets only when its last thread
+        # is gone (its main thread is already a zombie): give it a few seconds.
+        time.sleep(0.5)
+        taken = taken_ports()
     if taken:
         lines = ", ".join(f"{name} needs {settings.host}:{port} ({n})" for name, port, n in taken)
         raise StackError(taken[0][0], f"port already in use: {lines}",

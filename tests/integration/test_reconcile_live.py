@@ -4,7 +4,7 @@ Stack-sharing rules: everything here is our own -- database h_rec, source h_rec 
 cdc-h_rec), a table and mirror with a per-run name (so topics, consumer group and Flink
 pipeline name are unique), and a private registry file. No stack process is started,
 stopped or killed, except by the destructive test, which is skipped unless
-CDC_DESTRUCTIVE_TESTS=1.
+(runs last, with the other slow tests that kill stack processes).
 """
 
 from __future__ import annotations
@@ -282,8 +282,6 @@ def _stack_pid(name: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("CDC_DESTRUCTIVE_TESTS") != "1",
-                    reason="kills the shared Flink TaskManager; set CDC_DESTRUCTIVE_TESTS=1 on a private stack")
 def test_taskmanager_killed_job_recovers(live: Live) -> None:
     """kill -9 the TaskManager while rows change; after `stack up` restarts it, Flink's
     restart strategy (or, if the job went terminal, the reconciler) brings the mirror back
