@@ -102,6 +102,14 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
         print(f"mirror     {st['name']} ({st['table']} of {st['source']}): {st['state']}")
         print(f"connector  {conn.get('name')} {conn.get('state', conn.get('error'))} tasks [{tasks}]")
         print(f"flink job  {st['flink_job'].get('id')} {st['flink_job'].get('state', st['flink_job'].get('error'))}")
+        slot = st.get("slot") or {}
+        if "error" in slot:
+            print(f"slot       {slot['error']}")
+        else:
+            warn = "  WARNING: over the threshold, is the connector running?" if slot.get("warning") else ""
+            mib = (slot.get("wal_retained_bytes") or 0) / 2**20
+            print(f"slot       {slot.get('name')} retains {mib:.1f} MiB of WAL "
+                  f"(warn above {slot.get('warn_threshold_bytes', 0) / 2**20:.0f} MiB){warn}")
         pinot = st["pinot"]
         if not pinot["enabled"]:
             print(f"pinot      disabled: {pinot['reason']} (data ends at topic {st['flat_topic']})")

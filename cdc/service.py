@@ -461,6 +461,15 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
                             "state": ctx.jobmanager.job_state(rec.flink_job_id) if rec.flink_job_id else None}
     except RemoteError as exc:
         out["flink_job"] = {"id": rec.flink_job_id, "error": str(exc)}
+    try:
+        from cdc.metrics import slot_wal_retained
+        src = get_source(ctx, rec.spec.source)
+        retained = slot_wal_retained(ctx, src)
+        out["slot"] = {"name": render.pg_name("cdc", src.name), "wal_retained_bytes": retained,
+                       "warn_threshold_bytes": ctx.settings.wal_retained_warn_bytes,
+                       "warning": retained is not None and retained > ctx.settings.wal_retained_warn_bytes}
+    except CdcError as exc:
+        out["slot"] = {"error": str(exc)}
     use_pinot, why = pinot_enabled(ctx)
     if not use_pinot:
         out["pinot"] = {"enabled": False, "reason": why}

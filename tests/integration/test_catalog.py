@@ -279,10 +279,10 @@ def test_missing_select_privilege(conn: psycopg.Connection[Any], schema: str, ro
         other.close()
 
 
-def test_wal_level_replica() -> None:
-    if not REPLICA_DSN:
-        pytest.skip("CDC_TEST_PG_REPLICA_DSN is unset (needs a Postgres running with wal_level=replica)")
-    c = _connect(REPLICA_DSN)
+def test_wal_level_replica(request: pytest.FixtureRequest) -> None:
+    # An explicit CDC_TEST_PG_REPLICA_DSN wins; otherwise a throwaway cluster (conftest).
+    dsn = REPLICA_DSN or request.getfixturevalue("replica_pg")
+    c = _connect(dsn)
     table = f"cdc_test_{uuid.uuid4().hex[:10]}"
     try:
         c.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY)").format(sql.Identifier(table)))
