@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from cdc.logs import setup_logging
+        st = get_settings()
+        setup_logging(st.log_format, st.log_level)
         return int(args.func(args))
     except CdcError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
 
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
     api_host: str = "127.0.0.1"
     api_port: int = 8765
     api_token: SecretStr | None = None
