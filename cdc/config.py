@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
 
+    # A daemon killed with -9 cannot release its lease; the next one waits this long.
+    reconcile_lease_ttl_s: float = 20.0
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from cdc import catalog, render
@@ -468,8 +469,8 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
         out["slot"] = {"name": render.pg_name("cdc", src.name), "wal_retained_bytes": retained,
                        "warn_threshold_bytes": ctx.settings.wal_retained_warn_bytes,
                        "warning": retained is not None and retained > ctx.settings.wal_retained_warn_bytes}
-    except CdcError as exc:
-        out["slot"] = {"error": str(exc)}
+    except (CdcError, psycopg.Error) as exc:
+        out["slot"] = {"error": str(exc).splitlines()[0]}
     use_pinot, why = pinot_enabled(ctx)
     if not use_pinot:
         out["pinot"] = {"enabled": False, "reason": why}

@@ -241,6 +241,10 @@ def flink_config_dict(
         "execution.checkpointing.timeout": "5 min",
         "execution.checkpointing.num-retained": 3,
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        # Notice a dead TaskManager in ~15 s instead of the default 50 s: a killed TM
+        # otherwise stalls every mirror that long (measured: ~35 s without fresh data).
+        "heartbeat.interval": "3 s",
+        "heartbeat.timeout": "15 s",
         "restart-strategy.type": "exponential-delay",
         "restart-strategy.exponential-delay.initial-backoff": "1 s",
         "restart-strategy.exponential-delay.max-backoff": "1 min",
