@@ -105,8 +105,10 @@ class Settings(BaseSettings):
     zookeeper_heap: str = "256m"
     pinot_heap: str = "2g"
     flink_jobmanager_memory: str = "1024m"
-    flink_taskmanager_memory: str = "1728m"
-    flink_taskmanager_slots: int = 8
+    # One slot per mirror's job: with 8 slots, 50 mirrors left 43 jobs without a slot
+    # (bench). 32 slots in a 2.5 GB TaskManager; more mirrors need more TaskManager memory.
+    flink_taskmanager_memory: str = "2560m"
+    flink_taskmanager_slots: int = 32
 
     flat_topic_partitions: int = 2
     wal_retained_warn_bytes: int = Field(1 << 30, description="warn when a source's slot retains more WAL")

@@ -247,7 +247,12 @@ def _check_reachable(ctx: Context, with_pinot: bool) -> None:
     """Fail before creating anything when a system the mirror needs does not answer."""
     ctx.connect.list_connectors()
     ctx.gateway.info()
-    ctx.jobmanager.overview()
+    overview = ctx.jobmanager.overview() or {}
+    if overview.get("slots-available", 1) < 1:
+        raise ConfigError(f"Flink has no free task slot ({overview.get('slots-total', 0)} slots, all used): "
+                          "the mirror's job could never run",
+                          hint="raise CDC_FLINK_TASKMANAGER_SLOTS (and CDC_FLINK_TASKMANAGER_MEMORY), then "
+                               "restart the TaskManager, or remove unused mirrors")
     if with_pinot and not ctx.controller.health():
         raise UnreachableError(f"Pinot controller at {ctx.settings.controller_url}", "health check failed",
                                hint="is Pinot running? `cdc stack status`")
