@@ -106,9 +106,9 @@ class Settings(BaseSettings):
     pinot_heap: str = "2g"
     flink_jobmanager_memory: str = "1024m"
     # One slot per mirror's job: with 8 slots, 50 mirrors left 43 jobs without a slot
-    # (bench). 32 slots in a 2.5 GB TaskManager; more mirrors need more TaskManager memory.
-    flink_taskmanager_memory: str = "2560m"
-    flink_taskmanager_slots: int = 32
+    # (bench). 64 slots in a 3 GB TaskManager; more mirrors need more TaskManager memory.
+    flink_taskmanager_memory: str = "3072m"
+    flink_taskmanager_slots: int = 64
 
     flat_topic_partitions: int = 2
     wal_retained_warn_bytes: int = Field(1 << 30, description="warn when a source's slot retains more WAL")
