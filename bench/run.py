@@ -41,7 +41,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from cdc import catalog, render, service
 from cdc.config import Settings
-from cdc.loadgen import COLUMNS, PROBE_KEY, KeyModel, LoadGen, random_values
+from cdc.loadgen import COLUMNS, PROBE_KEY, KeyModel, LoadGen
 from cdc.stack import manager
 
 SCHEMA = "bench"
@@ -725,15 +725,7 @@ class Bench:
 
     def _drop_slot(self, slot: str) -> None:
         with self.pg() as conn:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-                if row is None:
-                    break
-                if not row[0]:
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                    break
-                time.sleep(0.5)
+            catalog.drop_slot_when_idle(conn, slot, 60)
             conn.execute(f"DROP PUBLICATION IF EXISTS {slot}")
 
     # -- d) sustained --------------------------------------------------------------------

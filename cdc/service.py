@@ -390,28 +390,21 @@ def get_mirror(ctx: Context, name: str) -> MirrorRecord:
 
 def _drop_slot_and_publication(ctx: Context, src: Source, timeout: float = 60) -> None:
     slot = pub = render.pg_name("cdc", src.name)
-    deadline = time.monotonic() + timeout
     with catalog.connect(_source_dsn(ctx, src)) as conn:
-        while True:
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-            if row is None:
-                break
-            if not row[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                break
-            if time.monotonic() > deadline:
-                raise CdcError(f"replication slot {slot} is still in use after the connector was deleted",
-                               hint=f"drop it when idle: SELECT pg_drop_replication_slot('{slot}')")
-            time.sleep(0.5)
+        if not catalog.drop_slot_when_idle(conn, slot, timeout):
+            raise CdcError(f"replication slot {slot} is still in use after the connector was deleted",
+                           hint=f"drop it when idle: SELECT pg_drop_replication_slot('{slot}')")
         from psycopg import sql
         conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
 
 
 def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress: Progress = _say) -> None:
+    from cdc.clients.kafka import KafkaAdmin
     rec = get_mirror(ctx, name)
     spec = rec.spec
     src = get_source(ctx, spec.source)
     cname = connector_name(src.name)
+    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
     # Tell the reconciler this mirror is going away, or it would restore the cancelled job.
     ctx.registry.update_mirror(name, state="removing")
     if rec.flink_job_id:
@@ -429,8 +422,6 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
         progress(f"connect: last mirror of source {src.name}: deleting connector {cname}, its slot and publication")
         delete_connector(ctx, cname)
         _drop_slot_and_publication(ctx, src)
-        from cdc.clients.kafka import KafkaAdmin
-        kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
         prefix = change_topic(src.name, "_cdc", "")
         for topic in kafka.topics():   # the source's own _cdc.* change topics and heartbeats
             if topic.startswith(prefix) or topic == f"__debezium-heartbeat.cdc.{src.name}":
@@ -441,8 +432,6 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
             progress(f"pinot: dropping table and schema {name}")
             ctx.controller.delete_table(name)
             ctx.controller.delete_schema(name)
-        from cdc.clients.kafka import KafkaAdmin
-        kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
         kafka.delete_topic(flat_topic(name))
         kafka.delete_topic(change_topic(src.name, spec.schema_name, spec.table_name))
     ctx.registry.remove_mirror(name)

@@ -39,7 +39,7 @@ logger.clients.level = WARN
 """
 
 
-def _http_ok(url: str, timeout: float = 2.0) -> str | None:
+def http_ok(url: str, timeout: float = 2.0) -> str | None:
     try:
         r = requests.get(url, timeout=timeout)
     except requests.RequestException as exc:
@@ -83,19 +83,13 @@ def _clear_stale_postmaster(data: Path, sock: Path, timeout: float = 15.0) -> No
         pid = int(lock.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    from cdc.stack.process import _start_time  # noqa: PLC0415 (shared /proc helper)
+    from cdc.stack.process import is_alive
 
-    def alive(p: int) -> bool:
-        try:
-            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-
-    if alive(pid) and _start_time(pid):
+    if is_alive(pid):
         return   # a live postmaster: leave it to Postgres to complain
     deadline = time.monotonic() + timeout
     while True:
-        left = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and alive(int(d.name))
+        left = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and is_alive(int(d.name))
                 and _cwd(int(d.name)) == data.resolve()]
         if not left:
             break
@@ -258,7 +252,7 @@ def connect_service(settings: Settings, kafka_home: Path, debezium_home: Path) -
     url = f"http://{h}:{port}"
     return Service(name="connect", component="kafka-connect", version=f"{versions.KAFKA} + debezium {versions.DEBEZIUM}",
                    argv=argv, run_dir=settings.state_dir / "run", log_file=settings.state_dir / "logs" / "connect.log",
-                   ports={"rest": port}, health=lambda: _http_ok(f"{url}/connectors"), prepare=prepare,
+                   ports={"rest": port}, health=lambda: http_ok(f"{url}/connectors"), prepare=prepare,
                    depends_on=["kafka"], endpoints={"connect_url": url})
 
 

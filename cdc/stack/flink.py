@@ -53,10 +53,8 @@ def services(settings: Settings, progress) -> list[Service]:
     conf_dir = st / "conf"
 
     def prepare() -> None:
-        cfg = flink_recipe.flink_config_dict(home, st, ports, settings.flink_jobmanager_memory,
-                                             settings.flink_taskmanager_memory, settings.flink_taskmanager_slots)
-        cfg["env.stdout-err.redirect-to-file"] = False   # console log -> our log file
-        text = "\n".join(f"{k}: {flink_recipe._y(v)}" for k, v in cfg.items()) + "\n"
+        text = flink_recipe.flink_config(home, st, ports, settings.flink_jobmanager_memory,
+                                         settings.flink_taskmanager_memory, settings.flink_taskmanager_slots)
         flink_recipe.write_conf_dir(home, conf_dir, text, st)
 
     specs = flink_recipe.launch_commands(home, conf_dir, st / "log")

@@ -23,12 +23,10 @@ import json
 import os
 import shutil
 import stat
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 FLINK_VERSION = "2.2.1"
 
@@ -202,9 +200,9 @@ def flink_config_dict(
         "env.java.opts.all": STOCK_JAVA_OPTS_ALL,
         "env.log.dir": str(state / "log"),
         "env.pid.dir": str(state / "pid"),
-        # stdout/stderr of the JVM go to <log dir>/*.out|*.err, console appender off:
-        # nothing to drain from a Popen pipe.
-        "env.stdout-err.redirect-to-file": True,
+        # The console log goes to stdout, which the stack's supervisor writes to the
+        # process's log file (STATE_DIR/logs/<process>.log).
+        "env.stdout-err.redirect-to-file": False,
         # --- JobManager
         "jobmanager.rpc.address": host,
         "jobmanager.rpc.port": int(p["jm_rpc"]),
@@ -342,45 +340,3 @@ def launch_commands(
         "taskmanager": LaunchSpec([str(bin_dir / "taskmanager.sh"), "start-foreground"], dict(env)),
         "sql-gateway": LaunchSpec([str(bin_dir / "sql-gateway.sh"), "start-foreground"], dict(env)),
     }
-
-
-# --------------------------------------------------------------------------- health checks
-
-
-def health_checks(ports: Mapping[str, int | str] | None = None) -> dict[str, tuple[str, Callable[[Any], bool]]]:
-    """name -> (URL, predicate on the decoded JSON body)."""
-    p = {**DEFAULT_PORTS, **(ports or {})}
-    rest = f"http://127.0.0.1:{p['rest']}"
-    gw = f"http://127.0.0.1:{p['gateway']}"
-    return {
-        # JM REST answers ~immediately; "ready for jobs" = at least one TM registered
-        "jobmanager": (f"{rest}/overview", lambda j: isinstance(j, dict) and j.get("taskmanagers", 0) >= 1),
-        # {"productName": "Apache Flink", "version": "2.2.1"}
-        "sql-gateway": (f"{gw}/v1/info", lambda j: isinstance(j, dict) and "version" in j),
-    }
-
-
-def http_json(url: str, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-def probe(url: str, predicate: Callable[[Any], bool], timeout: float = 2.0) -> bool:
-    try:
-        return bool(predicate(http_json(url, timeout=timeout)))
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def vm_rss_kib(pid: int) -> int | None:
-    """VmRSS of a process in KiB (Linux /proc), None if gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None

@@ -17,11 +17,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import requests
-
 from cdc.config import Settings
 from cdc.errors import StackError
 from cdc.stack import provision, versions
+from cdc.stack.components import http_ok
 from cdc.stack.manager import Progress, Unavailable
 from cdc.stack.process import Service
 
@@ -30,14 +29,6 @@ _JAVA17_OPENS = ("--add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.ba
                  "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED "
                  "--add-opens=java.base/jdk.internal.misc=ALL-UNNAMED -Dio.netty.tryReflectionSetAccessible=true")
 _NEGATIVE_TTL_S = 24 * 3600
-
-
-def _health(url: str) -> str | None:
-    try:
-        r = requests.get(url, timeout=2)
-    except requests.RequestException as exc:
-        return f"GET {url}: {type(exc).__name__}"
-    return None if r.status_code == 200 else f"GET {url}: HTTP {r.status_code}"
 
 
 def _maven_pinot(settings: Settings, progress: Progress) -> Path:
@@ -112,8 +103,8 @@ def services(settings: Settings, progress: Progress) -> tuple[list[Service], Una
         run_dir=run, log_file=logs / "pinot.log",
         ports={"controller": p.pinot_controller, "broker": p.pinot_broker, "server": p.pinot_server_netty,
                "server_admin": p.pinot_server_admin},
-        health=lambda: _health(f"{ctl}/health") or _health(f"{brk}/health")
-        or _health(f"http://{h}:{p.pinot_server_admin}/health"),
+        health=lambda: http_ok(f"{ctl}/health") or http_ok(f"{brk}/health")
+        or http_ok(f"http://{h}:{p.pinot_server_admin}/health"),
         depends_on=["pinot-zookeeper"],
         env={"JAVA_OPTS": f"-Xms{settings.pinot_heap} -Xmx{settings.pinot_heap} {_JAVA17_OPENS}"},
         endpoints={"pinot_controller_url": ctl, "pinot_broker_url": brk})

@@ -36,6 +36,15 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
 
 
+def is_alive(pid: int) -> bool:
+    """True for a running process; False when gone or a zombie. (Nothing reaps orphans on
+    some machines, so a killed process can stay a zombie that kill(pid, 0) calls alive.)"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def rss_bytes(pid: int) -> int:
     """RSS of pid plus its descendants (a wrapper script's JVM child counts)."""
     total = 0
@@ -109,11 +118,7 @@ class Service:
             return None
         if _start_time(pid) != start:
             return None
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return None
-        return None if state == "Z" else pid
+        return pid if is_alive(pid) else None
 
     def check(self) -> str | None:
         if self.pid() is None:

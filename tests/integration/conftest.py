@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from cdc import catalog, mirror_state, service
+from cdc import service
 from cdc.config import Settings
 
 

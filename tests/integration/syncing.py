@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from cdc import catalog, mirror_state, service
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5,
+             tolerate: tuple[type[BaseException], ...] = ()) -> Any:
+    """Poll fn until it returns something truthy and return that. Exceptions of the
+    `tolerate` types count as "not yet" (a process that is restarting); others propagate."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except tolerate as exc:
+            last = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            if last:
+                return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def mirror_target_rows(c: service.Context, name: str) -> mirror_state.Rows:

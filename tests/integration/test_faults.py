@@ -51,6 +51,7 @@ from cdc.errors import CdcError, RemoteError
 from cdc.loadgen import PROBE_KEY, LoadGen, RunStats
 from cdc.stack import manager
 from cdc.verify import VerifyReport, verify_mirror
+from syncing import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,19 +73,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_TRANSIENT = (RemoteError, CdcError, psycopg.Error, requests.RequestException)
+
+
 def _wait(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (RemoteError, CdcError, psycopg.Error, requests.RequestException) as exc:
-            last = f"{type(exc).__name__}: {exc}"[:300]
-        else:
-            if last:
-                return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return wait_for(what, fn, timeout, poll, tolerate=_TRANSIENT)
 
 
 def _micros(ts: dt.datetime) -> int:

@@ -28,6 +28,7 @@ import requests
 from cdc import catalog, mirror_state, reconcile, service
 from cdc.config import Settings
 from cdc.errors import RemoteError
+from syncing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +42,7 @@ def _say(msg: str) -> None:
 
 
 def _wait(what: str, fn: Any, timeout: float, poll: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return wait_for(what, fn, timeout, poll)
 
 
 class Live:

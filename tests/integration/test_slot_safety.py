@@ -25,6 +25,7 @@ from cdc.config import Settings
 from cdc.errors import CdcError, RemoteError
 from cdc.loadgen import LoadGen
 from cdc.verify import verify_mirror
+from syncing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +37,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_TRANSIENT = (RemoteError, CdcError, psycopg.Error)
+
+
 def _wait(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (RemoteError, CdcError, psycopg.Error) as exc:
-            last = f"{type(exc).__name__}: {exc}"[:300]
-        else:
-            if last:
-                return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return wait_for(what, fn, timeout, poll, tolerate=_TRANSIENT)
 
 
 @dataclass
