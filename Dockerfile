@@ -35,7 +35,7 @@ RUN python -m venv /opt/cdc/.venv \
  && rm -rf /opt/cdc/src
 
 # The user-readable templates (connectors/, flink_sql/, pinot_tables/) live next to the
-# package in a checkout, not inside the wheel: ship them and say where (cdc/render.py).
+# package in a checkout, not inside the wheel: ship them and say where (cdc/mapping/render.py).
 COPY connectors /opt/cdc/templates/connectors
 COPY flink_sql /opt/cdc/templates/flink_sql
 COPY pinot_tables /opt/cdc/templates/pinot_tables

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import requests
 
-from cdc.models import MirrorSpec, Source
-from cdc.registry import Registry
+from cdc.core.models import MirrorSpec, Source
+from cdc.mirrors.registry import Registry
 
 TOKEN = "bench-token-not-secret"
 

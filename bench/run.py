@@ -39,9 +39,11 @@ from typing import Any
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc import catalog, render, service
-from cdc.config import Settings
-from cdc.loadgen import COLUMNS, PROBE_KEY, KeyModel, LoadGen
+from cdc.postgres import catalog
+from cdc.mapping import render
+from cdc.mirrors import service
+from cdc.core.settings import Settings
+from bench.loadgen import COLUMNS, PROBE_KEY, KeyModel, LoadGen
 from cdc.stack import manager
 
 SCHEMA = "bench"

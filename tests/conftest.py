@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.config import Settings
+from cdc.core.settings import Settings
 
 
 @pytest.fixture(scope="session")

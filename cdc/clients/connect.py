@@ -20,7 +20,7 @@ import requests
 from pydantic import BaseModel, Field
 
 from cdc.clients.http import HttpClient
-from cdc.errors import PermanentRemoteError, RemoteError, TransientRemoteError
+from cdc.core.errors import PermanentRemoteError, RemoteError, TransientRemoteError
 
 SYSTEM = "Kafka Connect"
 

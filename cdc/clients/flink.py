@@ -24,7 +24,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from cdc.clients.http import HttpClient
-from cdc.errors import PermanentRemoteError, RemoteError, TransientRemoteError
+from cdc.core.errors import PermanentRemoteError, RemoteError, TransientRemoteError
 
 GATEWAY = "Flink SQL Gateway"
 JOBMANAGER = "Flink JobManager"

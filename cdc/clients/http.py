@@ -1,7 +1,7 @@
 """The one HTTP layer every remote client shares.
 
 Why a wrapper at all: every client needs the same four things (a base URL, a timeout, JSON
-in/out, and translation of `requests` failures into the cdc.errors tree) and the error
+in/out, and translation of `requests` failures into the cdc.core.errors tree) and the error
 translation must live in exactly ONE place so that callers only ever see
 UnreachableError / TransientRemoteError / PermanentRemoteError, each naming the system
 ("Kafka Connect at http://127.0.0.1:8083").
@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
-from cdc.errors import PermanentRemoteError, RemoteError, TransientRemoteError, UnreachableError
+from cdc.core.errors import PermanentRemoteError, RemoteError, TransientRemoteError, UnreachableError
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""Kafka topic administration (confluent-kafka AdminClient), errors mapped to cdc.errors."""
+"""Kafka topic administration (confluent-kafka AdminClient), errors mapped to cdc.core.errors."""
 
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cdc.errors import PermanentRemoteError, UnreachableError
+from cdc.core.errors import PermanentRemoteError, UnreachableError
 
 
 class KafkaAdmin:

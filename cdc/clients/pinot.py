@@ -22,7 +22,7 @@ from urllib.parse import quote
 import requests
 
 from cdc.clients.http import HttpClient, scrub
-from cdc.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
+from cdc.core.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
 
 CONTROLLER = "Pinot controller"
 BROKER = "Pinot broker"

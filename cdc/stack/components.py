@@ -16,8 +16,8 @@ from pathlib import Path
 
 import requests
 
-from cdc.config import Settings
-from cdc.errors import StackError
+from cdc.core.settings import Settings
+from cdc.core.errors import StackError
 from cdc.stack import versions
 from cdc.stack.process import Service
 

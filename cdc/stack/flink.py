@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from cdc.config import Settings
+from cdc.core.settings import Settings
 from cdc.stack import flink_recipe, provision, versions
 from cdc.stack.process import Service
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdc.config import Settings
-from cdc.errors import StackError
+from cdc.core.settings import Settings
+from cdc.core.errors import StackError
 from cdc.stack import components, provision
 from cdc.stack.process import Service, port_in_use, rss_bytes
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cdc.config import Settings
-from cdc.errors import StackError
+from cdc.core.settings import Settings
+from cdc.core.errors import StackError
 from cdc.stack import provision, versions
 from cdc.stack.components import http_ok
 from cdc.stack.manager import Progress, Unavailable

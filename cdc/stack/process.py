@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdc.errors import StackError
+from cdc.core.errors import StackError
 
 HealthCheck = Callable[[], "str | None"]  # None = healthy, else a reason
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdc.errors import StackError
+from cdc.core.errors import StackError
 from cdc.stack import versions
 
 Progress = Callable[[str], None]

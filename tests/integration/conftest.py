@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc import service
-from cdc.config import Settings
+from cdc.mirrors import service
+from cdc.core.settings import Settings
 
 
 @pytest.fixture(scope="session")

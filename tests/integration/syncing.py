@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cdc import catalog, mirror_state, service
+from cdc.postgres import catalog
+from cdc.mirrors import state as mirror_state
+from cdc.mirrors import service
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5,

@@ -3,7 +3,7 @@
 Everything here is this test's own: the database h_api (source h_api, so connector
 cdc-h_api and slot cdc_h_api), a tmp registry, and the mirror, which is removed at the end.
 The mirror is checked in full against Postgres: through Pinot when it runs, else through the
-flat topic's upsert state (exactly Pinot's input; see cdc.mirror_state).
+flat topic's upsert state (exactly Pinot's input; see cdc.mirrors.state).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import requests
 import uvicorn
 from pydantic import SecretStr
 
-from cdc import catalog, mirror_state, service
-from cdc.api import create_app
-from cdc.config import Settings
+from cdc.postgres import catalog
+from cdc.mirrors import state as mirror_state
+from cdc.mirrors import service
+from cdc.api.app import create_app
+from cdc.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""cdc.catalog against a real Postgres (wal_level=logical, superuser DSN).
+"""cdc.postgres.catalog against a real Postgres (wal_level=logical, superuser DSN).
 
 DSN: CDC_TEST_PG_DSN (default: the local stack's Postgres). The wal_level=replica case
 uses CDC_TEST_PG_REPLICA_DSN and is skipped without it. Every test works in its own
@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cdc import catalog
-from cdc.errors import NotFoundError, PreflightError, UnreachableError
-from cdc.models import Column
+from cdc.postgres import catalog
+from cdc.core.errors import NotFoundError, PreflightError, UnreachableError
+from cdc.core.models import Column
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
 
 @pytest.fixture(autouse=True)
 def _only_catalog_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Type support belongs to cdc.typemap (tested on its own); test only catalog's checks."""
+    """Type support belongs to cdc.mapping.typemap (tested on its own); test only catalog's checks."""
     monkeypatch.setattr(catalog, "_type_problems", lambda info: [])
 
 

@@ -44,13 +44,14 @@ import pytest
 import requests
 from confluent_kafka import Consumer, TopicPartition
 
-from cdc import reconcile, service
+from cdc.mirrors import reconcile
+from cdc.mirrors import service
 from cdc.clients.kafka import KafkaAdmin
-from cdc.config import Settings
-from cdc.errors import CdcError, RemoteError
-from cdc.loadgen import PROBE_KEY, LoadGen, RunStats
+from cdc.core.settings import Settings
+from cdc.core.errors import CdcError, RemoteError
+from bench.loadgen import PROBE_KEY, LoadGen, RunStats
 from cdc.stack import manager
-from cdc.verify import VerifyReport, verify_mirror
+from cdc.mirrors.verify import VerifyReport, verify_mirror
 from syncing import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

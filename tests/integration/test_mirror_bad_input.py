@@ -10,8 +10,8 @@ import uuid
 import psycopg
 import pytest
 
-from cdc import service
-from cdc.errors import NotFoundError, PreflightError, UnreachableError
+from cdc.mirrors import service
+from cdc.core.errors import NotFoundError, PreflightError, UnreachableError
 from syncing import stack_objects
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cdc import service
+from cdc.mirrors import service
 from syncing import stack_objects, wait_in_sync
 
 pytestmark = pytest.mark.integration
@@ -212,7 +212,7 @@ def test_remove_leaves_nothing(ctx: service.Context, pg: psycopg.Connection) -> 
 
 
 def test_add_is_idempotent_and_conflicts_are_refused(ctx: service.Context, pg: psycopg.Connection) -> None:
-    from cdc.errors import ConflictError
+    from cdc.core.errors import ConflictError
     t = f"idem_{_uid()}"
     pg.execute(f"CREATE TABLE public.{t} (id int primary key, v text)")
     pg.execute(f"CREATE TABLE public.{t}_other (id int primary key, v text)")

@@ -25,9 +25,12 @@ import psycopg
 import pytest
 import requests
 
-from cdc import catalog, mirror_state, reconcile, service
-from cdc.config import Settings
-from cdc.errors import RemoteError
+from cdc.postgres import catalog
+from cdc.mirrors import state as mirror_state
+from cdc.mirrors import reconcile
+from cdc.mirrors import service
+from cdc.core.settings import Settings
+from cdc.core.errors import RemoteError
 from syncing import wait_for
 
 pytestmark = pytest.mark.integration
@@ -216,7 +219,7 @@ def _restored_from(live: Live, job_id: str) -> str:
 
 
 def test_pause_resume_resync(live: Live) -> None:
-    from cdc import ops
+    from cdc.mirrors import ops
     old = live.job_id()
     savepoint = ops.pause_mirror(live.ctx, live.name)
     assert savepoint.startswith("file:") and live.ctx.registry.get_mirror(live.name).state == "paused"
@@ -240,7 +243,7 @@ def test_pause_resume_resync(live: Live) -> None:
 def test_freshness_probe(live: Live) -> None:
     """measure_freshness once the connector captures _cdc.freshness. Until render_connector
     adds it, this test adds it to OUR connector's include list itself (what render must do)."""
-    from cdc import metrics
+    from cdc.observe import metrics
     cname = service.connector_name(DB)
     live.pg.execute("CREATE TABLE IF NOT EXISTS _cdc.freshness (id int PRIMARY KEY, committed_at timestamptz NOT NULL)")
     cfg = live.ctx.connect.get_config(cname)

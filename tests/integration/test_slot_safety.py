@@ -19,12 +19,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from cdc import metrics, service
+from cdc.observe import metrics
+from cdc.mirrors import service
 from cdc.clients.kafka import KafkaAdmin
-from cdc.config import Settings
-from cdc.errors import CdcError, RemoteError
-from cdc.loadgen import LoadGen
-from cdc.verify import verify_mirror
+from cdc.core.settings import Settings
+from cdc.core.errors import CdcError, RemoteError
+from bench.loadgen import LoadGen
+from cdc.mirrors.verify import verify_mirror
 from syncing import wait_for
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc import service
-from cdc.config import Settings
-from cdc.loadgen import LoadGen
-from cdc.verify import VerifyReport, format_report, verify_mirror
+from cdc.mirrors import service
+from cdc.core.settings import Settings
+from bench.loadgen import LoadGen
+from cdc.mirrors.verify import VerifyReport, format_report, verify_mirror
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +151,8 @@ def test_pinot_path_with_a_stand_in_broker(mirror: tuple[service.Context, LoadGe
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Pinot cannot run here; its code path (key-range chunks, IN re-reads) runs against SQLite
     holding the table's canonical values, with one row changed, one added, one removed."""
-    from cdc import catalog, verify
+    from cdc.postgres import catalog
+    from cdc.mirrors import verify
     ctx, _ = mirror
     with catalog.connect(DSN) as conn:
         t = verify._Table(catalog.introspect(conn, "public", TABLE), ["id"])

@@ -1,4 +1,4 @@
-"""REST API (cdc.api) without servers: a tmp registry, service functions monkeypatched."""
+"""REST API (cdc.api.app) without servers: a tmp registry, service functions monkeypatched."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cdc import api_probes, service
-from cdc.api import create_app
-from cdc.config import Settings
-from cdc.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
+from cdc.observe import probes as api_probes
+from cdc.mirrors import service
+from cdc.api.app import create_app
+from cdc.core.settings import Settings
+from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
                         TransientRemoteError, UnreachableError)
-from cdc.models import Column, MirrorSpec, Source, TableInfo
+from cdc.core.models import Column, MirrorSpec, Source, TableInfo
 
 TOKEN = "t0k3n-Very-Secret-42"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -299,18 +300,18 @@ def test_plan_returns_the_artifacts(client: TestClient, monkeypatch: pytest.Monk
 
 def test_ops_call_their_modules_or_501(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     import types
-    fake = types.ModuleType("cdc.ops")
+    fake = types.ModuleType("cdc.mirrors.ops")
     fake.pause_mirror = lambda ctx, name: f"paused {name}"  # type: ignore[attr-defined]
     fake.resume_mirror = lambda ctx, name: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cdc.ops", fake)
+    monkeypatch.setitem(sys.modules, "cdc.mirrors.ops", fake)
     assert client.post("/mirrors/m/pause", headers=AUTH).json() == {"name": "m", "action": "pause",
                                                                     "result": "paused m"}
     assert client.post("/mirrors/m/resume", headers=AUTH).status_code == 200
     r = client.post("/mirrors/m/resync", headers=AUTH)          # the module lacks resync_mirror
     assert r.status_code == 501 and "resync_mirror" in r.json()["message"]
-    monkeypatch.setitem(sys.modules, "cdc.verify", None)        # the module is missing
+    monkeypatch.setitem(sys.modules, "cdc.mirrors.verify", None)        # the module is missing
     r = client.get("/mirrors/m/verify", headers=AUTH)
-    assert r.status_code == 501 and "cdc.verify" in r.json()["message"]
+    assert r.status_code == 501 and "cdc.mirrors.verify" in r.json()["message"]
 
 
 def test_events_filter_and_limit(client: TestClient, registry: Any) -> None:
@@ -324,15 +325,15 @@ def test_events_filter_and_limit(client: TestClient, registry: Any) -> None:
 def test_metrics_uses_cdc_metrics_or_falls_back(client: TestClient, registry: Any,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import types
-    monkeypatch.setitem(sys.modules, "cdc.metrics", None)
+    monkeypatch.setitem(sys.modules, "cdc.observe.metrics", None)
     registry.add_source(Source(name="s", dsn="postgresql://u@h/db"))
     registry.add_mirror(MirrorSpec(name="m", source="s", schema_name="s", table_name="t"), state="running")
     r = client.get("/metrics", headers=AUTH)
     assert r.status_code == 200 and 'cdc_mirrors{state="running"} 1' in r.text
     assert r.headers["content-type"].startswith("text/plain")
-    fake = types.ModuleType("cdc.metrics")
+    fake = types.ModuleType("cdc.observe.metrics")
     fake.render_metrics = lambda ctx: "cdc_custom 7\n"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cdc.metrics", fake)
+    monkeypatch.setitem(sys.modules, "cdc.observe.metrics", fake)
     assert client.get("/metrics", headers=AUTH).text == "cdc_custom 7\n"
 
 

@@ -1,7 +1,7 @@
 """Schemathesis against the API's own OpenAPI schema, in process (ASGI, no network).
 
 Service functions are stubbed to return a valid result or raise the errors the real ones
-raise (cycling through the cdc.errors tree), so the fuzzer explores both the validation
+raise (cycling through the cdc.core.errors tree), so the fuzzer explores both the validation
 layer and the error mapping. The property: no input ever produces a 5xx other than the
 documented 501/502/503 that name a failing system, and every answer matches the schema.
 """
@@ -22,13 +22,14 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from cdc import api_probes, service
-from cdc.api import create_app
-from cdc.config import Settings
-from cdc.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
+from cdc.observe import probes as api_probes
+from cdc.mirrors import service
+from cdc.api.app import create_app
+from cdc.core.settings import Settings
+from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
                         TransientRemoteError, UnreachableError)
-from cdc.models import Column, MirrorSpec, Source, TableInfo
-from cdc.registry import MirrorRecord
+from cdc.core.models import Column, MirrorSpec, Source, TableInfo
+from cdc.mirrors.registry import MirrorRecord
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -83,13 +84,13 @@ def stubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                          ("mirror_status", STATUS)]:
         monkeypatch.setattr(service, name, _stub(result))
     monkeypatch.setattr(service, "ensure_default_source", lambda ctx: SOURCE)
-    ops = types.ModuleType("cdc.ops")
+    ops = types.ModuleType("cdc.mirrors.ops")
     for fn in ("pause_mirror", "resume_mirror", "resync_mirror"):
         setattr(ops, fn, _stub("done"))
-    verify = types.ModuleType("cdc.verify")
+    verify = types.ModuleType("cdc.mirrors.verify")
     verify.verify_mirror = _stub({"missing": 0, "extra": 0, "differing": 0})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cdc.ops", ops)
-    monkeypatch.setitem(sys.modules, "cdc.verify", verify)
+    monkeypatch.setitem(sys.modules, "cdc.mirrors.ops", ops)
+    monkeypatch.setitem(sys.modules, "cdc.mirrors.verify", verify)
     monkeypatch.setattr(api_probes, "PROBES", {"kafka_connect": _stub(None), "pinot_controller": _stub("disabled")})
     APP.state.settings = _settings(tmp_path)
 

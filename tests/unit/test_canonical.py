@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from cdc import canonical
-from cdc.models import Column
-from cdc.typemap import TypeMapping, map_column
+from cdc.mapping import canonical
+from cdc.core.models import Column
+from cdc.mapping.typemap import TypeMapping, map_column
 
 
 def m(type_name: str, base: str | None = None, **kw: object) -> TypeMapping:

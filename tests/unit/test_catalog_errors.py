@@ -1,4 +1,4 @@
-"""Fast checks of cdc.catalog's secret handling and message formatting (no server needed)."""
+"""Fast checks of cdc.postgres.catalog's secret handling and message formatting (no server needed)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from cdc import catalog
-from cdc.errors import ConfigError, PreflightError, UnreachableError
-from cdc.models import Column, TableInfo
+from cdc.postgres import catalog
+from cdc.core.errors import ConfigError, PreflightError, UnreachableError
+from cdc.core.models import Column, TableInfo
 
 
 @pytest.mark.parametrize(
@@ -100,16 +100,16 @@ def test_typmod_decoding(type_name: str, typmod: int, expected: tuple[int | None
 
 
 def test_type_checks_are_skipped_without_typemap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "cdc.typemap", None)   # makes the import fail like a missing module
+    monkeypatch.setitem(sys.modules, "cdc.mapping.typemap", None)   # makes the import fail like a missing module
     assert catalog._type_problems(_table()) == []
 
 
 def test_type_problems_from_typemap_are_folded_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("cdc.typemap")
+    fake = types.ModuleType("cdc.mapping.typemap")
     def unsupported(info: TableInfo) -> list[str]:
         return [f"column {info.columns[0].name} has unsupported type point"]
     fake.check_supported = unsupported  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cdc.typemap", fake)
+    monkeypatch.setitem(sys.modules, "cdc.mapping.typemap", fake)
     assert catalog._type_problems(_table()) == [("column p has unsupported type point",
                                                   "change the column to a supported type")]
 
@@ -117,9 +117,9 @@ def test_type_problems_from_typemap_are_folded_in(monkeypatch: pytest.MonkeyPatc
 def test_type_errors_raised_by_typemap_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(info: TableInfo) -> None:
         raise PreflightError("unsupported type point", hint="cast it")
-    fake = types.ModuleType("cdc.typemap")
+    fake = types.ModuleType("cdc.mapping.typemap")
     fake.check_supported = refuse  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cdc.typemap", fake)
+    monkeypatch.setitem(sys.modules, "cdc.mapping.typemap", fake)
     with pytest.raises(PreflightError, match="unsupported type point"):
         catalog._type_problems(_table())
 

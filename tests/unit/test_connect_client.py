@@ -7,7 +7,7 @@ import requests
 
 from cdc.clients.connect import ConnectClient, ConnectorStatus
 from cdc.clients.http import HttpClient, scrub
-from cdc.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
+from cdc.core.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
 from fakes import FakeClock, FakeServer, fake_session, no_sleep
 
 BASE = "http://connect.test:8083"

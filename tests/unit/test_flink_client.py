@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cdc.clients.flink import JobManagerClient, SqlGatewayClient, root_cause
-from cdc.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
+from cdc.core.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
 from fakes import FakeClock, FakeServer, no_sleep
 
 GW = "http://gateway.test:8082"

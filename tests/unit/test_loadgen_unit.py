@@ -7,7 +7,7 @@ from itertools import islice
 
 import pytest
 
-from cdc.loadgen import KeyModel, OpStream, TokenBucket
+from bench.loadgen import KeyModel, OpStream, TokenBucket
 
 
 def ops(seed: int, n: int = 2000, keys: range = range(1, 501), **kw: object) -> list:

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from cdc.logs import mask, setup_logging
+from cdc.observe.logs import mask, setup_logging
 
 
 def test_mask_hides_dsn_passwords_and_tokens() -> None:

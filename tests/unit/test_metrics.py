@@ -1,4 +1,4 @@
-"""cdc.metrics: Prometheus text format, enum state gauges, down systems, WAL threshold."""
+"""cdc.observe.metrics: Prometheus text format, enum state gauges, down systems, WAL threshold."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from cdc import metrics
+from cdc.observe import metrics
 from cdc.clients.connect import ConnectorStatus, TaskStatus
 from cdc.clients.flink import CheckpointInfo, JobInfo
-from cdc.errors import UnreachableError
-from cdc.models import MirrorSpec, Source
-from cdc.registry import Registry
+from cdc.core.errors import UnreachableError
+from cdc.core.models import MirrorSpec, Source
+from cdc.mirrors.registry import Registry
 
 NOW = 2_000_000_000.0
 LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? \S+$')

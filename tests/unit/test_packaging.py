@@ -1,5 +1,5 @@
 """The deployment files, checked by parsing: compose/docker-compose.yml, Dockerfile,
-packaging/cdc.service and packaging/cdc.env.example.
+packaging/cdc.mirrors.service and packaging/cdc.env.example.
 
 No Docker engine runs where these tests were written, so the files are right by
 construction and held there by these checks: pinned images that match
@@ -27,7 +27,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from cdc.config import Ports, Settings  # noqa: E402
+from cdc.core.settings import Ports, Settings  # noqa: E402
 from cdc.stack import versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 UNIT_FILE = ROOT / "packaging" / "cdc.service"
 ENV_EXAMPLE = ROOT / "packaging" / "cdc.env.example"
 
-# Settings the compose file uses that cdc/config.py may not have yet: the per-system
+# Settings the compose file uses that cdc/core/settings.py may not have yet: the per-system
 # addresses (inside the compose network every system has its own host name).
 PENDING_SETTINGS = {"CDC_KAFKA_BOOTSTRAP", "CDC_CONNECT_URL", "CDC_FLINK_URL", "CDC_SQL_GATEWAY_URL"}
 
@@ -251,7 +251,7 @@ def test_no_dependency_cycle(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_host_ports_are_loopback_and_match_settings(services: dict[str, dict[str, Any]]) -> None:
-    """Published on 127.0.0.1 only, on the ports cdc/config.py uses by default (Postgres on
+    """Published on 127.0.0.1 only, on the ports cdc/core/settings.py uses by default (Postgres on
     the local stack's 5433; Kafka's host listener on 29092, as kafka:9092 is for the network)."""
     p = Ports()
     expected = {"postgres": (p.postgres, 5432), "connect": (p.connect, 8083), "flink-jobmanager": (p.flink_rest, 8081),
@@ -344,7 +344,7 @@ def test_cdc_env_names_known_settings(services: dict[str, dict[str, Any]]) -> No
     known = set().union(*setting_env_names().values())
     for key in env_of(services["cdc"]):
         if key.startswith("CDC_"):
-            assert key in known | PENDING_SETTINGS, f"{key} is no setting of cdc/config.py"
+            assert key in known | PENDING_SETTINGS, f"{key} is no setting of cdc/core/settings.py"
 
 
 def test_compose_env_gives_the_service_compose_addresses(services: dict[str, dict[str, Any]],
@@ -367,7 +367,7 @@ def test_compose_env_gives_the_service_compose_addresses(services: dict[str, dic
            "CDC_FLINK_URL": s.flink_url, "CDC_SQL_GATEWAY_URL": s.sql_gateway_url}
     missing = sorted(k for k, v in got.items() if v != env[k])
     if missing:
-        pytest.xfail(f"cdc/config.py does not read {', '.join(missing)} yet (see compose/README.md)")
+        pytest.xfail(f"cdc/core/settings.py does not read {', '.join(missing)} yet (see compose/README.md)")
 
 
 def test_postgres_has_logical_decoding(services: dict[str, dict[str, Any]]) -> None:
@@ -397,7 +397,7 @@ def test_connect_has_the_file_config_provider_and_shared_secrets(services: dict[
     secrets_dir = f"{env_of(services['cdc'])['CDC_STATE_DIR']}/secrets"
     assert mounts("cdc")["cdc-secrets"] == secrets_dir
     assert mounts("connect")["cdc-secrets"] == secrets_dir
-    # Flink writes checkpoints where the cdc service looks for restore points (cdc/ops.py).
+    # Flink writes checkpoints where the cdc service looks for restore points (cdc/mirrors/ops.py).
     flink_dir = f"{env_of(services['cdc'])['CDC_STATE_DIR']}/flink"
     assert mounts("cdc")["flink-state"] == flink_dir
     for name in ("flink-jobmanager", "flink-taskmanager", "flink-sql-gateway"):

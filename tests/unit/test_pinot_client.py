@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cdc.clients.pinot import PinotBrokerClient, PinotControllerClient
-from cdc.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
+from cdc.core.errors import PermanentRemoteError, TransientRemoteError, UnreachableError
 from fakes import FakeServer
 
 CTRL = "http://controller.test:9000"

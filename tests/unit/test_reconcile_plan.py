@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from cdc import reconcile
+from cdc.mirrors import reconcile
 from cdc.clients.connect import ConnectorStatus, TaskStatus
-from cdc.errors import TransientRemoteError
-from cdc.models import MirrorSpec, Source
-from cdc.reconcile import Action, Backoff, Observed, plan
-from cdc.registry import MirrorRecord, Registry
+from cdc.core.errors import TransientRemoteError
+from cdc.core.models import MirrorSpec, Source
+from cdc.mirrors.reconcile import Action, Backoff, Observed, plan
+from cdc.mirrors.registry import MirrorRecord, Registry
 
 from fakes import FakeClock
 

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from cdc.errors import ConflictError, NotFoundError
-from cdc.models import MirrorSpec, Source
-from cdc.registry import MIGRATIONS, MirrorRecord, Registry, redact_dsn
+from cdc.core.errors import ConflictError, NotFoundError
+from cdc.core.models import MirrorSpec, Source
+from cdc.mirrors.registry import MIGRATIONS, MirrorRecord, Registry, redact_dsn
 
 SRC = Source(name="default", dsn="postgresql://postgres@127.0.0.1:5433/postgres", has_password=True)
 SPEC = MirrorSpec(name="public_orders", schema_name="public", table_name="orders")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cdc import render
-from cdc.errors import ConfigError, PreflightError
-from cdc.models import Column, MirrorSpec, Source, TableInfo
+from cdc.mapping import render
+from cdc.core.errors import ConfigError, PreflightError
+from cdc.core.models import Column, MirrorSpec, Source, TableInfo
 
 BOOT = "127.0.0.1:9092"
 REF = "${file:/var/lib/cdc/secrets.properties:pg_default}"

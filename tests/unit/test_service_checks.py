@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cdc import service
-from cdc.errors import ConfigError
+from cdc.mirrors import service
+from cdc.core.errors import ConfigError
 
 
 def _ctx(slots_available: int) -> SimpleNamespace:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdc.config import Settings
-from cdc.errors import StackError
+from cdc.core.settings import Settings
+from cdc.core.errors import StackError
 from cdc.stack import manager
 from cdc.stack.process import Service
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.errors import StackError
+from cdc.core.errors import StackError
 from cdc.stack.process import Service, port_in_use
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.errors import StackError
+from cdc.core.errors import StackError
 from cdc.stack import provision
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.errors import PreflightError
-from cdc.models import Column, TableInfo
-from cdc.typemap import DEBEZIUM_VALUE_SETTINGS, map_column, map_table, normalize_type
+from cdc.core.errors import PreflightError
+from cdc.core.models import Column, TableInfo
+from cdc.mapping.typemap import DEBEZIUM_VALUE_SETTINGS, map_column, map_table, normalize_type
 
 
 def col(name: str, type_name: str, base: str, **kw: object) -> Column:

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from cdc import catalog
+from cdc.postgres import catalog
 
 OpKind = Literal["insert", "update", "delete", "pk_update"]
 OP_KINDS: tuple[OpKind, ...] = ("insert", "update", "delete", "pk_update")

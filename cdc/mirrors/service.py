@@ -24,14 +24,15 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc import catalog, render
+from cdc.postgres import catalog
+from cdc.mapping import render
 from cdc.clients.connect import ConnectClient
 from cdc.clients.flink import JobManagerClient, SqlGatewayClient
 from cdc.clients.pinot import PinotBrokerClient, PinotControllerClient
-from cdc.config import Settings, get_settings
-from cdc.errors import CdcError, ConfigError, ConflictError, NotFoundError, RemoteError, UnreachableError
-from cdc.models import MirrorSpec, Source, TableInfo, derive_mirror_name
-from cdc.registry import MirrorRecord, Registry, redact_dsn
+from cdc.core.settings import Settings, get_settings
+from cdc.core.errors import CdcError, ConfigError, ConflictError, NotFoundError, RemoteError, UnreachableError
+from cdc.core.models import MirrorSpec, Source, TableInfo, derive_mirror_name
+from cdc.mirrors.registry import MirrorRecord, Registry, redact_dsn
 
 Progress = Callable[[str], None]
 DEFAULT_SOURCE = "default"
@@ -457,7 +458,7 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
     except RemoteError as exc:
         out["flink_job"] = {"id": rec.flink_job_id, "error": str(exc)}
     try:
-        from cdc.metrics import slot_wal_retained
+        from cdc.observe.metrics import slot_wal_retained
         src = get_source(ctx, rec.spec.source)
         retained = slot_wal_retained(ctx, src)
         out["slot"] = {"name": render.pg_name("cdc", src.name), "wal_retained_bytes": retained,

@@ -32,11 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdc import catalog, ops, render, service
+from cdc.postgres import catalog
+from cdc.mirrors import ops
+from cdc.mapping import render
+from cdc.mirrors import service
 from cdc.clients.connect import ConnectorStatus
-from cdc.config import Settings
-from cdc.errors import PermanentRemoteError, RemoteError
-from cdc.registry import MirrorRecord
+from cdc.core.settings import Settings
+from cdc.core.errors import PermanentRemoteError, RemoteError
+from cdc.mirrors.registry import MirrorRecord
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ tables like "Sales-EU"."Order Items" work and nothing is string-formatted into S
 `preflight` runs every check BEFORE anything is created (slot, publication, connector),
 because a half-created pipeline is harder to clean up than a clear error up front. It
 collects all fixable problems into one PreflightError so the user fixes them in one go.
-psycopg exceptions are translated here; callers only see cdc.errors.
+psycopg exceptions are translated here; callers only see cdc.core.errors.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import psycopg.conninfo
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from cdc.errors import ConfigError, NotFoundError, PermanentRemoteError, PreflightError, UnreachableError
-from cdc.models import Column, ColumnKind, TableInfo
+from cdc.core.errors import ConfigError, NotFoundError, PermanentRemoteError, PreflightError, UnreachableError
+from cdc.core.models import Column, ColumnKind, TableInfo
 
 MIN_SERVER_VERSION = 100000          # pgoutput exists since Postgres 10
 _REPLIDENT = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
@@ -398,11 +398,11 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
 
 
 def _type_problems(info: TableInfo) -> list[tuple[str, str]]:
-    """Delegate type support to cdc.typemap when it exists (it is optional at import time)."""
+    """Delegate type support to cdc.mapping.typemap when it exists (it is optional at import time)."""
     try:
-        typemap = importlib.import_module("cdc.typemap")
+        typemap = importlib.import_module("cdc.mapping.typemap")
     except ModuleNotFoundError as e:
-        if e.name in ("cdc.typemap", "cdc"):
+        if e.name in ("cdc.mapping.typemap", "cdc"):
             return []
         raise
     result = typemap.check_supported(info)  # may raise a CdcError itself

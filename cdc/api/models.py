@@ -1,4 +1,4 @@
-"""Request and response models of the REST API (cdc.api), and the text scrubbing it applies.
+"""Request and response models of the REST API (cdc.api.app), and the text scrubbing it applies.
 
 Why strict: everything a request carries ends up in SQL identifiers, Kafka topic names,
 Flink job names or libpq connection strings. Rejecting bad input here (422 naming the field)
@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
-from cdc import service
+from cdc.mirrors import service
 from cdc.clients.http import scrub
-from cdc.errors import CdcError
-from cdc.models import TableInfo, derive_mirror_name
+from cdc.core.errors import CdcError
+from cdc.core.models import TableInfo, derive_mirror_name
 
 SOURCE_NAME = r"^[a-z][a-z0-9_]{0,40}$"            # what service.add_source accepts
 MIRROR_NAME = r"^[a-z0-9][a-z0-9_]{0,239}$"        # "cdc.flat.<name>" must fit Kafka's 249
@@ -67,7 +67,7 @@ def to_jsonable(value: Any) -> Any:
 # -- requests ---------------------------------------------------------------------------------
 
 def _split_table(qualified: str) -> tuple[str, str]:
-    from cdc.cli_mirror import _split_table as split
+    from cdc.cli.mirror import _split_table as split
     try:
         return split(qualified)
     except CdcError as exc:
@@ -82,7 +82,7 @@ class SourceIn(BaseModel):
         description="postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME or key=value; the password is never echoed")
 
     def password(self) -> str | None:
-        from cdc.catalog import _dsn_password
+        from cdc.postgres.catalog import _dsn_password
         try:
             return _dsn_password(self.dsn)
         except Exception:

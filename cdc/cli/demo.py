@@ -7,8 +7,10 @@ import sys
 import time
 from typing import Any
 
-from cdc import catalog, mirror_state, service
-from cdc.config import get_settings
+from cdc.postgres import catalog
+from cdc.mirrors import state as mirror_state
+from cdc.mirrors import service
+from cdc.core.settings import get_settings
 
 DEMO_TABLE = "demo_orders"
 _DDL = f"""

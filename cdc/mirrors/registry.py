@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cdc.errors import ConflictError, NotFoundError
-from cdc.models import MirrorSpec, Source
+from cdc.core.errors import ConflictError, NotFoundError
+from cdc.core.models import MirrorSpec, Source
 
 MIGRATIONS: list[str] = [
     # 1: initial schema

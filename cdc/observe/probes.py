@@ -1,4 +1,4 @@
-"""Readiness probes and the fallback metrics of the REST API (cdc.api).
+"""Readiness probes and the fallback metrics of the REST API (cdc.api.app).
 
 Why separate probes with short timeouts: /readyz is polled by supervisors and load
 balancers, so it must answer within a few seconds even when a system hangs, and say which
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from cdc import service
-from cdc.api_models import Check, Ready, scrub_text
+from cdc.mirrors import service
+from cdc.api.models import Check, Ready, scrub_text
 from cdc.clients.connect import ConnectClient
 from cdc.clients.flink import JobManagerClient, SqlGatewayClient
 from cdc.clients.pinot import PinotControllerClient
-from cdc.errors import CdcError, UnreachableError
+from cdc.core.errors import CdcError, UnreachableError
 
 PROBE_TIMEOUT_S = 3.0
 Probe = Callable[[service.Context], "str | None"]
@@ -24,7 +24,7 @@ Probe = Callable[[service.Context], "str | None"]
 
 def probe_postgres(ctx: service.Context) -> None:
     """The default source (the private cluster, or CDC_POSTGRES_DSN)."""
-    from cdc import catalog
+    from cdc.postgres import catalog
     with catalog.connect(ctx.settings.source_dsn(), connect_timeout=int(PROBE_TIMEOUT_S)) as conn:
         conn.execute("select 1")
 
@@ -87,7 +87,7 @@ def readiness(ctx: service.Context) -> Ready:
 
 
 def fallback_metrics(ctx: service.Context) -> str:
-    """Minimal Prometheus text when cdc.metrics is not available: mirrors by state, sources."""
+    """Minimal Prometheus text when cdc.observe.metrics is not available: mirrors by state, sources."""
     counts: dict[str, int] = {}
     for m in ctx.registry.list_mirrors():
         counts[m.state] = counts.get(m.state, 0) + 1

@@ -1,4 +1,4 @@
-"""`cdc source ...`, `cdc mirror ...` and `cdc query`: thin wrappers over cdc.service."""
+"""`cdc source ...`, `cdc mirror ...` and `cdc query`: thin wrappers over cdc.mirrors.service."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from cdc import service
+from cdc.mirrors import service
 
 
 def _split_table(qualified: str) -> tuple[str, str]:
@@ -24,7 +24,7 @@ def _split_table(qualified: str) -> tuple[str, str]:
     if len(parts) == 1:
         return "public", parts[0]
     if len(parts) != 2 or not all(parts):
-        from cdc.errors import ConfigError
+        from cdc.core.errors import ConfigError
         raise ConfigError(f"cannot read {qualified!r} as SCHEMA.TABLE", hint='quote names with dots: \'"my.schema".t\'')
     return parts[0], parts[1]
 
@@ -125,7 +125,7 @@ def cmd_mirror_remove(a: argparse.Namespace) -> int:
 
 
 def cmd_mirror_verify(a: argparse.Namespace) -> int:
-    from cdc import verify
+    from cdc.mirrors import verify
     report = verify.verify_mirror(_ctx(), a.name, chunk_rows=a.chunk_rows, settle_timeout=a.settle_timeout,
                                   progress=None if a.json else lambda m: print(m, file=__import__("sys").stderr))
     print(report.model_dump_json(indent=2) if a.json else verify.format_report(report))
@@ -180,7 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="stack up, a demo table, its mirror, a query before/after a live change")
     p.add_argument("--rows", type=int, default=1000)
-    p.set_defaults(func=lambda a: __import__("cdc.demo", fromlist=["run"]).run(a.rows))
+    p.set_defaults(func=lambda a: __import__("cdc.cli.demo", fromlist=["run"]).run(a.rows))
 
     p = sub.add_parser("query", help="run SQL on Pinot and print a table")
     p.add_argument("sql")

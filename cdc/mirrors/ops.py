@@ -29,9 +29,11 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from cdc import catalog, render, service
-from cdc.errors import CdcError, ConflictError, RemoteError
-from cdc.registry import MirrorRecord
+from cdc.postgres import catalog
+from cdc.mapping import render
+from cdc.mirrors import service
+from cdc.core.errors import CdcError, ConflictError, RemoteError
+from cdc.mirrors.registry import MirrorRecord
 
 RESTORE_KEY = "execution.state-recovery.path"
 # Job states in which the job exists and will (or may) process again without our help.

@@ -1,9 +1,9 @@
-"""The REST API: a thin FastAPI layer over cdc.service (the same functions the CLI calls).
+"""The REST API: a thin FastAPI layer over cdc.mirrors.service (the same functions the CLI calls).
 
 Why it is shaped this way:
   * errors are mapped to HTTP in ONE place (`_STATUS` + the exception handlers), so every
-    endpoint answers the cdc.errors tree the same way and nothing leaks a traceback;
-  * inputs are validated strictly by the request models (cdc.api_models) before anything
+    endpoint answers the cdc.core.errors tree the same way and nothing leaks a traceback;
+  * inputs are validated strictly by the request models (cdc.api.models) before anything
     reaches Postgres, Kafka or Flink: a 5xx must mean a remote system failed, never bad input;
   * authentication is an ASGI middleware, not a dependency, so it runs before routing and
     body parsing: an unauthenticated caller learns nothing (no 404/422 probing);
@@ -26,14 +26,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cdc import api_probes, service
-from cdc.api_models import (MIRROR_NAME, SOURCE_NAME, ErrorBody, FieldError, Health, MirrorIn, MirrorStatus, OpResult,
+from cdc.observe import probes as api_probes
+from cdc.mirrors import service
+from cdc.api.models import (MIRROR_NAME, SOURCE_NAME, ErrorBody, FieldError, Health, MirrorIn, MirrorStatus, OpResult,
                             Plan, Ready, Removed, SourceIn, scrub_text, to_jsonable)
-from cdc.config import Settings, get_settings
-from cdc.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
+from cdc.core.settings import Settings, get_settings
+from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
                         RemoteError, TransientRemoteError, UnreachableError)
-from cdc.models import Source
-from cdc.registry import Event, MirrorRecord, redact_dsn
+from cdc.core.models import Source
+from cdc.mirrors.registry import Event, MirrorRecord, redact_dsn
 
 log = logging.getLogger("cdc.api")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -188,7 +189,7 @@ def readyz(ctx: Ctx, response: Response) -> Ready:
          responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **_ERR_JSON})
 def metrics(ctx: Ctx) -> PlainTextResponse:
     try:
-        render = _lazy("metrics", "render_metrics")
+        render = _lazy("observe.metrics", "render_metrics")
     except _NotImplemented:
         text = api_probes.fallback_metrics(ctx)
     else:
@@ -304,23 +305,23 @@ def _op(action: str, module: str, func: str, name: str, ctx: service.Context) ->
 
 @api.post("/mirrors/{name}/pause", response_model=OpResult, tags=["operations"], responses=_OP_ERRS)
 def pause(name: MirrorName, ctx: Ctx) -> OpResult:
-    return _op("pause", "ops", "pause_mirror", name, ctx)
+    return _op("pause", "mirrors.ops", "pause_mirror", name, ctx)
 
 
 @api.post("/mirrors/{name}/resume", response_model=OpResult, tags=["operations"], responses=_OP_ERRS)
 def resume(name: MirrorName, ctx: Ctx) -> OpResult:
-    return _op("resume", "ops", "resume_mirror", name, ctx)
+    return _op("resume", "mirrors.ops", "resume_mirror", name, ctx)
 
 
 @api.post("/mirrors/{name}/resync", response_model=OpResult, tags=["operations"], responses=_OP_ERRS)
 def resync(name: MirrorName, ctx: Ctx) -> OpResult:
-    return _op("resync", "ops", "resync_mirror", name, ctx)
+    return _op("resync", "mirrors.ops", "resync_mirror", name, ctx)
 
 
 @api.get("/mirrors/{name}/verify", response_model=OpResult, tags=["operations"], responses=_OP_ERRS)
 def verify(name: MirrorName, ctx: Ctx) -> OpResult:
-    """Compares the source table with the mirror (cdc.verify)."""
-    return _op("verify", "verify", "verify_mirror", name, ctx)
+    """Compares the source table with the mirror (cdc.mirrors.verify)."""
+    return _op("verify", "mirrors.verify", "verify_mirror", name, ctx)
 
 
 @api.get("/events", response_model=list[Event], tags=["events"], summary="The event log, newest first")

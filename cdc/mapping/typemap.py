@@ -79,8 +79,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from cdc.errors import PreflightError
-from cdc.models import Column, TableInfo
+from cdc.core.errors import PreflightError
+from cdc.core.models import Column, TableInfo
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,18 @@ import signal
 from types import FrameType
 from typing import Any
 
-from cdc import service
-from cdc.config import Settings, get_settings
+from cdc.mirrors import service
+from cdc.core.settings import Settings, get_settings
 
 log = logging.getLogger("cdc.serve")
 
 
 def make_reconciler(settings: Settings) -> Any | None:
-    """cdc.reconcile.Reconciler(ctx_factory, settings) when that module exists, else None."""
+    """cdc.mirrors.reconcile.Reconciler(ctx_factory, settings) when that module exists, else None."""
     try:
-        mod = importlib.import_module("cdc.reconcile")
+        mod = importlib.import_module("cdc.mirrors.reconcile")
     except ModuleNotFoundError as exc:
-        if exc.name != "cdc.reconcile":
+        if exc.name != "cdc.mirrors.reconcile":
             raise
         return None
     cls = getattr(mod, "Reconciler", None)
@@ -55,7 +55,7 @@ def _exit_zero(signum: int, frame: FrameType | None) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     import uvicorn
 
-    from cdc.api import create_app
+    from cdc.api.app import create_app
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = serve_settings(a.host, a.port)
     reconciler = None if a.no_reconciler else make_reconciler(s)

@@ -38,9 +38,9 @@ from typing import Any
 
 import jinja2
 
-from cdc.errors import ConfigError
-from cdc.models import MirrorSpec, Source, TableInfo
-from cdc.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
+from cdc.core.errors import ConfigError
+from cdc.core.models import MirrorSpec, Source, TableInfo
+from cdc.mapping.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
 
 SIGNAL_TABLE = ("_cdc", "debezium_signal")
 HEARTBEAT_TABLE = ("_cdc", "heartbeat")
@@ -62,7 +62,7 @@ def templates_dir() -> Path:
     if env:
         return Path(env)
     pkg = Path(__file__).resolve().parent
-    for candidate in (pkg.parent, pkg / "templates"):
+    for candidate in (pkg.parent.parent, pkg / "templates"):
         if (candidate / "flink_sql" / "mirror.sql.j2").is_file():
             return candidate
     raise ConfigError(f"cannot find the cdc templates next to {pkg}",

@@ -27,10 +27,13 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from pydantic import BaseModel
 
-from cdc import canonical, catalog, render, service
-from cdc.errors import CdcError
-from cdc.models import TableInfo
-from cdc.typemap import TypeMapping, map_table, normalize_type
+from cdc.mapping import canonical
+from cdc.postgres import catalog
+from cdc.mapping import render
+from cdc.mirrors import service
+from cdc.core.errors import CdcError
+from cdc.core.models import TableInfo
+from cdc.mapping.typemap import TypeMapping, map_table, normalize_type
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]

@@ -17,7 +17,7 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from cdc.typemap import TypeMapping
+from cdc.mapping.typemap import TypeMapping
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_TZ = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)

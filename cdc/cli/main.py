@@ -1,6 +1,6 @@
 """`cdc` command line. Thin: parse arguments, call a service function, print, exit code.
 
-Errors from the cdc.errors tree become one readable message and exit code 1 (2 for
+Errors from the cdc.core.errors tree become one readable message and exit code 1 (2 for
 usage errors, as argparse does); no tracebacks for expected failures.
 """
 
@@ -11,8 +11,8 @@ import json
 import sys
 from collections.abc import Callable
 
-from cdc.config import get_settings
-from cdc.errors import CdcError
+from cdc.core.settings import get_settings
+from cdc.core.errors import CdcError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -92,23 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="store_true", help="print the log file's path only")
     p.set_defaults(func=cmd_stack_logs)
 
-    import importlib
     # Each command family lives in its own module with a register(subparsers) function.
-    for module in ("cli_mirror", "cli_service", "cli_verify"):
-        try:
-            mod = importlib.import_module(f"cdc.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cdc.{module}":
-                raise
-            continue
-        mod.register(sub)
+    from cdc.cli import mirror, serve
+    mirror.register(sub)
+    serve.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from cdc.logs import setup_logging
+        from cdc.observe.logs import setup_logging
         st = get_settings()
         setup_logging(st.log_format, st.log_level)
         return int(args.func(args))

@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from cdc import canonical
-from cdc.models import TableInfo
-from cdc.typemap import TypeMapping, map_table
+from cdc.mapping import canonical
+from cdc.core.models import TableInfo
+from cdc.mapping.typemap import TypeMapping, map_table
 
 Rows = dict[tuple, dict[str, Any]]
 

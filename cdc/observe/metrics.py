@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cdc import catalog, render, service
-from cdc.errors import CdcError, RemoteError
-from cdc.models import Source
+from cdc.postgres import catalog
+from cdc.mapping import render
+from cdc.mirrors import service
+from cdc.core.errors import CdcError, RemoteError
+from cdc.core.models import Source
 
 CONNECTOR_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "RESTARTING", "UNASSIGNED", "MISSING")
 TASK_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "RESTARTING", "UNASSIGNED")

@@ -1,0 +1,1 @@
+"""Settings, the error tree, the shared models and every generated name."""

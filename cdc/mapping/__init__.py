@@ -1,0 +1,1 @@
+"""Pure functions: Postgres types -> Debezium -> Flink -> Pinot, canonical values, rendered artifacts."""

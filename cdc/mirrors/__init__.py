@@ -1,0 +1,1 @@
+"""Sources and mirrors: the service functions, registry, reconciler, operations, verify."""

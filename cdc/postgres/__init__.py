@@ -1,0 +1,1 @@
+"""Everything that talks to a source Postgres: catalog, preflight, slots."""
