@@ -39,7 +39,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc.postgres import catalog
+from cdc.postgres import catalog, slots
+from cdc.core import names
 from cdc.mapping import render
 from cdc.mirrors import service
 from cdc.core.settings import Settings
@@ -530,8 +531,8 @@ class Bench:
         t = time.monotonic()
         rec = service.add_mirror(self.ctx, SCHEMA, FRESH_TABLE, progress=quiet)
         self.mirror = rec.name
-        self.flat = service.flat_topic(rec.name)
-        self.change = service.change_topic("default", SCHEMA, FRESH_TABLE)
+        self.flat = names.flat_topic(rec.name)
+        self.change = names.change_topic("default", SCHEMA, FRESH_TABLE)
         while end_offsets(self.s.kafka_bootstrap, self.flat) < FRESH_ROWS + 1:
             if time.monotonic() - t > 180:
                 raise RuntimeError(f"the {FRESH_ROWS}-row snapshot of {SCHEMA}.{FRESH_TABLE} did not arrive in 180 s")
@@ -630,8 +631,8 @@ class Bench:
         copy_rows(self.dsn, SCHEMA, "snap", rows, seed=31)
         copy_s = time.monotonic() - t
         log(f"snapshot: {rows:,} rows COPYed in {copy_s:.1f}s; add_mirror")
-        topic = service.flat_topic(f"{SCHEMA}_snap")
-        ctopic = service.change_topic("default", SCHEMA, "snap")
+        topic = names.flat_topic(f"{SCHEMA}_snap")
+        ctopic = names.change_topic("default", SCHEMA, "snap")
         timeline = []
         with CpuWindow(self.s) as cpu:
             t = time.monotonic()
@@ -672,7 +673,7 @@ class Bench:
 
     def peer(self, duration: float) -> dict[str, Any]:
         c = self.ctx.connect
-        main = service.connector_name("default")
+        main = names.connector_name("default")
         cfg = dict(c.get_config(main))
         name, slot, prefix = "bench-peer", "bench_peer", "benchpeer"
         for k in list(cfg):
@@ -727,7 +728,7 @@ class Bench:
 
     def _drop_slot(self, slot: str) -> None:
         with self.pg() as conn:
-            catalog.drop_slot_when_idle(conn, slot, 60)
+            slots.drop_slot_when_idle(conn, slot, 60)
             conn.execute(f"DROP PUBLICATION IF EXISTS {slot}")
 
     # -- d) sustained --------------------------------------------------------------------
@@ -770,7 +771,7 @@ class Bench:
     # -- tuning: overrides through the harness -------------------------------------------------
 
     def set_connector(self, overrides: dict[str, str | None]) -> None:
-        name = service.connector_name("default")
+        name = names.connector_name("default")
         cfg = dict(self.ctx.connect.get_config(name))
         for k, v in overrides.items():
             if v is None:
@@ -790,7 +791,7 @@ class Bench:
         with self.pg() as conn:
             info = catalog.introspect(conn, spec.schema_name, spec.table_name)
         stmts = render.render_flink_sql(spec, info, kafka_bootstrap=self.s.kafka_bootstrap, change_topic=self.change,
-                                        flat_topic=self.flat, group_id=f"cdc-flink-{spec.name}")
+                                        flat_topic=self.flat, group_id=names.flink_group(spec.name))
         opts = {"sink.delivery-guarantee": "at-least-once", **sink}
         new = []
         for st in stmts:
@@ -845,7 +846,7 @@ class Bench:
         with self.pg() as conn:
             slots = conn.execute("SELECT slot_name, active FROM pg_replication_slots").fetchall()
             pub_tables = conn.execute("SELECT count(*) FROM pg_publication_tables WHERE pubname = %s",
-                                      (render.pg_name("cdc", "default"),)).fetchone()[0]
+                                      (names.slot_name("default"),)).fetchone()[0]
         time.sleep(5)
         jobs = self.ctx.jobmanager.jobs()
         mine = {self.ctx.registry.get_mirror(nm).flink_job_id for nm in names}
@@ -860,10 +861,10 @@ class Bench:
                 tasks_running += 1
         ov = self.ctx.jobmanager.overview()
         st = manager.status(self.s)
-        rows_visible = sum(1 for nm in names if end_offsets(self.s.kafka_bootstrap, service.flat_topic(nm)) >= 10)
+        rows_visible = sum(1 for nm in names if end_offsets(self.s.kafka_bootstrap, names.flat_topic(nm)) >= 10)
         res = {"mirrors": n, "register_total_s": round(total, 1), "per_mirror_s": per,
                "per_mirror_p50_s": pct(per, 50), "per_mirror_max_s": max(per),
-               "replication_slots": [list(r) for r in slots], "slots_for_source": sum(1 for r in slots if r[0] == render.pg_name("cdc", "default")),
+               "replication_slots": [list(r) for r in slots], "slots_for_source": sum(1 for r in slots if r[0] == names.slot_name("default")),
                "publication_tables": pub_tables, "flink_job_states": states,
                "flink_jobs_with_all_tasks_running": tasks_running,
                "flink_slots_total": ov.get("slots-total"), "flink_slots_available": ov.get("slots-available"),

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cdc.core import names
 from cdc.observe import probes as api_probes
 from cdc.mirrors import service
 from cdc.api.models import (MIRROR_NAME, SOURCE_NAME, ErrorBody, FieldError, Health, MirrorIn, MirrorStatus, OpResult,
@@ -258,7 +259,7 @@ def plan_mirror(body: MirrorIn, ctx: Ctx) -> Plan:
     p = service.plan_mirror(ctx, body.schema_name, body.table, source=body.source, name=body.mirror_name(),
                             key=body.key)
     return Plan(name=p.spec.name, source=p.source.name, table=p.spec.qualified,
-                connector_name=service.connector_name(p.source.name), connector=p.connector,
+                connector_name=names.connector_name(p.source.name), connector=p.connector,
                 flink_sql=p.flink_sql, pinot_schema=p.pinot_schema, pinot_table=p.pinot_table,
                 change_topic=p.change_topic, flat_topic=p.flat_topic, table_info=p.table, notes=p.notes)
 

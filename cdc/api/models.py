@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from cdc.mirrors import service
 from cdc.clients.http import scrub
 from cdc.core.errors import CdcError
-from cdc.core.models import TableInfo, derive_mirror_name
+from cdc.core import names
+from cdc.core.models import TableInfo
 
 SOURCE_NAME = r"^[a-z][a-z0-9_]{0,40}$"            # what service.add_source accepts
 MIRROR_NAME = r"^[a-z0-9][a-z0-9_]{0,239}$"        # "cdc.flat.<name>" must fit Kafka's 249
@@ -98,7 +99,7 @@ class MirrorIn(BaseModel):
     table: Annotated[str, StringConstraints(min_length=1, max_length=2 * MAX_IDENT + 5),
                      AfterValidator(_clean_text)] = Field(examples=["public.orders"])
     schema_name: Ident | None = Field(default=None, alias="schema")
-    source: SourceNameField = service.DEFAULT_SOURCE
+    source: SourceNameField = names.DEFAULT_SOURCE
     name: MirrorNameField | None = Field(default=None, description="default: derived from source, schema, table")
     key: list[Ident] | None = Field(default=None, min_length=1, max_length=32,
                                     description="key columns for a table without a primary key")
@@ -110,10 +111,10 @@ class MirrorIn(BaseModel):
             self.schema_name, self.table = _split_table(self.table)
         for part in (self.schema_name, self.table):
             _ident(part)
-        name = self.name or derive_mirror_name(self.schema_name, self.table, self.source)
+        name = self.name or names.mirror_name(self.schema_name, self.table, self.source)
         if not re.fullmatch(MIRROR_NAME, name):
             raise ValueError(f"the derived mirror name {name[:60]!r}... is invalid or too long; pass `name`")
-        if len(service.change_topic(self.source, self.schema_name, self.table)) > MAX_TOPIC:
+        if len(names.change_topic(self.source, self.schema_name, self.table)) > MAX_TOPIC:
             raise ValueError(f"schema + table names are too long for a Kafka topic (max {MAX_TOPIC} chars)")
         self._name = name
         return self

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors import service
@@ -35,7 +36,7 @@ def _show(ctx: service.Context, name: str, title: str) -> list[dict[str, Any]]:
     else:
         with catalog.connect(ctx.settings.source_dsn()) as conn:
             info = catalog.introspect(conn, "public", DEMO_TABLE)
-        state = mirror_state.flat_topic_rows(ctx.settings.kafka_bootstrap, service.flat_topic(name), info)
+        state = mirror_state.flat_topic_rows(ctx.settings.kafka_bootstrap, names.flat_topic(name), info)
         agg: dict[str, list] = {}
         for row in state.values():
             a = agg.setdefault(row["status"], [0, 0])
@@ -43,7 +44,7 @@ def _show(ctx: service.Context, name: str, title: str) -> list[dict[str, Any]]:
             a[1] += row["amount"] or 0
         result = [{"status": k, "orders": v[0], "total": str(v[1])} for k, v in sorted(agg.items())]
         source = (f"Pinot is not available here ({why}); the same GROUP BY over the mirror's upsert state "
-                  f"read from its flat topic {service.flat_topic(name)}, which is exactly Pinot's input")
+                  f"read from its flat topic {names.flat_topic(name)}, which is exactly Pinot's input")
     print(f"\n{title}\n  ({source})")
     for r in result:
         print("  " + "  ".join(f"{k}={v}" for k, v in r.items()))
@@ -97,7 +98,7 @@ def _wait(ctx: service.Context, name: str, timeout: float = 180) -> None:
     while time.monotonic() - t0 < timeout:
         enabled, _ = service.pinot_enabled(ctx)
         have = (ctx.broker.count(name) if enabled else
-                len(mirror_state.flat_topic_rows(ctx.settings.kafka_bootstrap, service.flat_topic(name), info)))
+                len(mirror_state.flat_topic_rows(ctx.settings.kafka_bootstrap, names.flat_topic(name), info)))
         _say(f"   snapshot: {have}/{want} rows in the mirror")
         if have >= want:
             return

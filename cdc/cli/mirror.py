@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from cdc.core import names
 from cdc.mirrors import service
 
 
@@ -64,7 +65,7 @@ def cmd_mirror_plan(a: argparse.Namespace) -> int:
         return 0
     print(f"# mirror {p.spec.name}: {p.spec.qualified} of source {p.source.name}")
     print(f"# change topic {p.change_topic} -> flat topic {p.flat_topic} -> Pinot table {p.spec.name}\n")
-    print(f"## Debezium connector {service.connector_name(p.source.name)} (PUT /connectors/NAME/config)")
+    print(f"## Debezium connector {names.connector_name(p.source.name)} (PUT /connectors/NAME/config)")
     print(json.dumps(p.connector, indent=2))
     print("\n## Flink SQL job")
     print(";\n\n".join(p.flink_sql) + ";")
@@ -151,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                ("add", cmd_mirror_add, "create the mirror; prints its name")):
         p = m.add_parser(verb, help=helptext)
         p.add_argument("table", metavar="SCHEMA.TABLE")
-        p.add_argument("--source", default=service.DEFAULT_SOURCE)
+        p.add_argument("--source", default=names.DEFAULT_SOURCE)
         p.add_argument("--name", help="mirror name (default: lowercase schema_table, see README)")
         p.add_argument("--key", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
                        help="key columns for a table without a primary key (needs REPLICA IDENTITY FULL)")

@@ -7,7 +7,6 @@ The render functions turn (Source, TableInfo, MirrorSpec) into the three artifac
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -73,15 +72,3 @@ class MirrorSpec(BaseModel):
     @property
     def qualified(self) -> str:
         return f"{self.schema_name}.{self.table_name}"
-
-
-_NAME_BAD = re.compile(r"[^a-z0-9_]+")
-
-
-def derive_mirror_name(schema: str, table: str, source: str = "default") -> str:
-    """Documented derivation: lowercase `schema_table`, runs of other characters -> `_`;
-    sources other than `default` prefix `source__`. Pinot table and Flink job use it."""
-    base = _NAME_BAD.sub("_", f"{schema}_{table}".lower()).strip("_")
-    if source != "default":
-        base = _NAME_BAD.sub("_", source.lower()).strip("_") + "__" + base
-    return base

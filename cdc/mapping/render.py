@@ -38,20 +38,18 @@ from typing import Any
 
 import jinja2
 
+from cdc.core import names
 from cdc.core.errors import ConfigError
+from cdc.core.names import FRESHNESS_TABLE, HEARTBEAT_TABLE, SIGNAL_TABLE
 from cdc.core.models import MirrorSpec, Source, TableInfo
 from cdc.mapping.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
 
-SIGNAL_TABLE = ("_cdc", "debezium_signal")
-HEARTBEAT_TABLE = ("_cdc", "heartbeat")
-FRESHNESS_TABLE = ("_cdc", "freshness")   # the daemon's commit -> visible probes
 HEARTBEAT_INTERVAL_MS = 10_000
 CHECKPOINT_INTERVAL = "10 s"
 FLUSH_ROWS = 100_000          # small box: ~100k rows per consuming segment
 FLUSH_TIME = "2h"
 STATEMENT_SEPARATOR = "-- @statement"
 _PASSWORD_REF = re.compile(r"^\$\{[A-Za-z0-9_.-]+:[^}]*\}$")
-_PG_NAME_BAD = re.compile(r"[^a-z0-9_]+")
 
 
 # ---------------------------------------------------------------- template lookup
@@ -107,11 +105,6 @@ def java_regex_escape(text: str) -> str:
             return f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
         return f"\\{ch}" if ch.isascii() and not (ch.isalnum() or ch == "_") else ch
     return "".join(esc(ch) for ch in text)
-
-
-def pg_name(prefix: str, source: str) -> str:
-    """Slot/publication name: lowercase [a-z0-9_], at most 63 bytes (NAMEDATALEN - 1)."""
-    return _PG_NAME_BAD.sub("_", f"{prefix}_{source}".lower()).strip("_")[:63]
 
 
 def _table_regex(schema: str, table: str) -> str:
@@ -188,10 +181,10 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
                  "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts")
     text = _render(
         "connectors/debezium-postgres.json.j2",
-        name=f"cdc-{source.name}", host=source.host, port=str(source.port), user=source.user,
+        name=names.connector_name(source.name), host=source.host, port=str(source.port), user=source.user,
         dbname=source.database, password_ref=password_ref,
-        topic_prefix="cdc." + re.sub(r"[^A-Za-z0-9_-]+", "_", source.name),
-        slot_name=pg_name("cdc", source.name), publication_name=pg_name("cdc", source.name),
+        topic_prefix=names.topic_prefix(source.name),
+        slot_name=names.slot_name(source.name), publication_name=names.publication_name(source.name),
         table_include_list=",".join(include), heartbeat_interval_ms=str(HEARTBEAT_INTERVAL_MS),
         heartbeat_action_query=heartbeat, signal_data_collection=".".join(SIGNAL_TABLE),
         value_settings=DEBEZIUM_VALUE_SETTINGS, replica_identity_autoset=",".join(autoset),
@@ -217,7 +210,7 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
                     "expr": m.expr(f"`raw`.{flink_ident(m.column)}")} for m in mappings]
     text = _render(
         "flink_sql/mirror.sql.j2",
-        pipeline_name=flink_str(f"cdc-mirror-{spec.name}"), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
+        pipeline_name=flink_str(names.flink_pipeline(spec.name)), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
         change_table=flink_ident(f"cdc_change__{spec.name}"), flat_table=flink_ident(f"cdc_flat__{spec.name}"),
         row_fields=row_fields, out_columns=out_columns, change_topic=flink_str(change_topic),
         flat_topic=flink_str(flat_topic), kafka_bootstrap=flink_str(kafka_bootstrap),

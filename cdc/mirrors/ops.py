@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mapping import render
 from cdc.mirrors import service
@@ -81,8 +82,8 @@ def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str 
     with catalog.connect(service.source_dsn(ctx, src)) as conn:
         info = catalog.introspect(conn, spec.schema_name, spec.table_name)
     stmts = render.render_flink_sql(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
-                                    change_topic=service.change_topic(spec.source, spec.schema_name, spec.table_name),
-                                    flat_topic=service.flat_topic(spec.name), group_id=f"cdc-flink-{spec.name}")
+                                    change_topic=names.change_topic(spec.source, spec.schema_name, spec.table_name),
+                                    flat_topic=names.flat_topic(spec.name), group_id=names.flink_group(spec.name))
     if restore_from:
         stmts = stmts[:-1] + [f"SET {render.flink_str(RESTORE_KEY)} = {render.flink_str(restore_from)}"] + stmts[-1:]
     return stmts

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import ops
 from cdc.mapping import render
@@ -88,7 +89,7 @@ def _connector_actions(source: str, mirrors: list[MirrorRecord], observed: Obser
     running = sorted(m.name for m in mirrors if m.state == ACTIVE_STATE)
     if not running:
         return []
-    cname = next((m.connector_name for m in mirrors if m.connector_name), None) or service.connector_name(source)
+    cname = next((m.connector_name for m in mirrors if m.connector_name), None) or names.connector_name(source)
     who = running[0]
     mk = lambda kind, why: Action(kind, who, f"connector {cname} (source {source}) {why}", source, cname)  # noqa: E731
     if cname not in observed.connectors:
@@ -148,7 +149,7 @@ def observe(ctx: service.Context, desired: list[MirrorRecord]) -> Observed:
     obs = Observed()
     try:
         existing = set(ctx.connect.list_connectors())
-        wanted = {m.connector_name or service.connector_name(m.source) for m in desired}
+        wanted = {m.connector_name or names.connector_name(m.source) for m in desired}
         obs.connectors = {}
         for name in sorted(wanted & existing):
             try:
@@ -254,12 +255,12 @@ def _do_pinot(ctx: service.Context, a: Action) -> tuple[str, str]:
         return "noop", "schema ensured; table exists again"
     try:
         ctx.controller.add_table(render.render_pinot_table(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
-                                                           flat_topic=service.flat_topic(spec.name)))
+                                                           flat_topic=names.flat_topic(spec.name)))
     except PermanentRemoteError as exc:
         if exc.status != 409:
             raise
         return "noop", "table created concurrently"
-    return "done", f"schema and REALTIME table {spec.name} created; Pinot re-reads {service.flat_topic(spec.name)}"
+    return "done", f"schema and REALTIME table {spec.name} created; Pinot re-reads {names.flat_topic(spec.name)}"
 
 
 def _execute(ctx: service.Context, a: Action) -> tuple[str, str]:

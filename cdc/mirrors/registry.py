@@ -198,6 +198,15 @@ class Registry:
                       (stored.name, stored.dsn, stored.model_dump_json(), _now_iso()))
         return stored
 
+    def put_source(self, source: Source) -> Source:
+        """Insert or replace (the default source follows CDC_POSTGRES_DSN as it changes)."""
+        stored = source.model_copy(update={"dsn": redact_dsn(source.dsn)})
+        with self._tx() as c:
+            c.execute("INSERT INTO sources (name, dsn_redacted, spec_json, created_at) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET dsn_redacted = excluded.dsn_redacted, "
+                      "spec_json = excluded.spec_json", (stored.name, stored.dsn, stored.model_dump_json(), _now_iso()))
+        return stored
+
     def get_source(self, name: str) -> Source | None:
         rows = self._query("SELECT spec_json FROM sources WHERE name = ?", (name,))
         return Source.model_validate_json(rows[0]["spec_json"]) if rows else None

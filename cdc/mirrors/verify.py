@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from pydantic import BaseModel
 
+from cdc.core import names
 from cdc.mapping import canonical
 from cdc.postgres import catalog
 from cdc.mapping import render
@@ -345,7 +346,7 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         info = catalog.introspect(c, rec.spec.schema_name, rec.spec.table_name)
     t = _Table(info, render.key_columns(rec.spec, info))
     use_pinot, why = service.pinot_enabled(ctx)
-    topic = service.flat_topic(name)
+    topic = names.flat_topic(name)
     target: Target = _PinotTarget(ctx.broker.query, name, t) if use_pinot else \
         _FlatTarget(ctx.settings.kafka_bootstrap, topic, t)
     detail = f"Pinot table {name}" if use_pinot else \

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cdc.postgres import catalog
-from cdc.mapping import render
+from cdc.postgres import catalog, slots
+from cdc.core import names
 from cdc.mirrors import service
 from cdc.core.errors import CdcError, RemoteError
 from cdc.core.models import Source
@@ -43,7 +43,7 @@ CONNECTOR_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "RESTARTING", "UNA
 TASK_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "RESTARTING", "UNASSIGNED")
 JOB_STATES = ("INITIALIZING", "CREATED", "RUNNING", "FAILING", "FAILED", "CANCELLING", "CANCELED", "FINISHED",
               "RESTARTING", "SUSPENDED", "RECONCILING", "MISSING")
-FRESHNESS_TABLE = ("_cdc", "freshness")
+FRESHNESS_TABLE = names.FRESHNESS_TABLE
 DEFAULT_WAL_WARN_BYTES = 1 << 30
 
 WalReader = Callable[[service.Context, Source], "int | None"]
@@ -140,7 +140,7 @@ def _same_instant(value: Any, expected: datetime) -> bool:
 
 def _via_change_topic(ctx: service.Context, src: Source, timeout: float) -> float:
     from confluent_kafka import Consumer, TopicPartition
-    topic = service.change_topic(src.name, *FRESHNESS_TABLE)
+    topic = names.change_topic(src.name, *FRESHNESS_TABLE)
     c = Consumer({"bootstrap.servers": ctx.settings.kafka_bootstrap, "group.id": f"cdc-freshness-{time.time_ns()}",
                   "enable.auto.commit": False, "auto.offset.reset": "latest", "log_level": 0})
     try:
@@ -202,11 +202,7 @@ def measure_freshness(ctx: service.Context, source: str, timeout: float = 60.0) 
 
 def slot_wal_retained(ctx: service.Context, src: Source) -> int | None:
     """Bytes of WAL Postgres keeps for the source's slot; None when the slot does not exist."""
-    slot = render.pg_name("cdc", src.name)
-    with catalog.connect(service.source_dsn(ctx, src), connect_timeout=5) as conn:
-        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-                           "FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    return slots.wal_retained(service.source_dsn(ctx, src), src.name)
 
 
 # -- render ----------------------------------------------------------------------------------
@@ -232,7 +228,7 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
     for rec in mirrors:
         base = {"mirror": rec.name, "source": rec.source}
         m.add("cdc_mirror_state", "Registry state of the mirror (1 = current).", 1, {**base, "state": rec.state})
-        cname = rec.connector_name or service.connector_name(rec.source)
+        cname = rec.connector_name or names.connector_name(rec.source)
         if existing is not None:
             if cname not in statuses:
                 try:
@@ -280,7 +276,7 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
             continue
         if retained is None:
             continue
-        labels = {"source": src.name, "slot": render.pg_name("cdc", src.name)}
+        labels = {"source": src.name, "slot": names.slot_name(src.name)}
         m.add("cdc_slot_wal_retained_bytes", "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) of the slot.",
               retained, labels)
         m.add("cdc_slot_wal_retained_over_threshold", "1 when the slot retains more WAL than the threshold.",

@@ -263,23 +263,6 @@ def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table:
 
 # ---------------------------------------------------------------- preflight
 
-def drop_slot_when_idle(conn: psycopg.Connection[Any], slot: str, timeout: float = 60.0) -> bool:
-    """Drop a replication slot once no walsender uses it (a just-deleted connector may still
-    hold it for a moment). True when the slot is gone, False if still active at the timeout."""
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-        if row is None:
-            return True
-        if not row[0]:
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-
-
 def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_columns: list[str] | None,
               *, check_create_publication: bool = True, slot_name: str | None = None) -> TableInfo:
     """Check that schema.table can be mirrored through Debezium/pgoutput; return its TableInfo.
@@ -411,5 +394,5 @@ def _type_problems(info: TableInfo) -> list[tuple[str, str]]:
     return []
 
 
-__all__ = ["connect", "drop_slot_when_idle", "format_problems", "introspect", "preflight", "qualified_name", "quote_ident", "redact_dsn",
+__all__ = ["connect", "format_problems", "introspect", "preflight", "qualified_name", "quote_ident", "redact_dsn",
            "scrub", "set_replica_identity_full"]

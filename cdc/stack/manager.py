@@ -17,22 +17,12 @@ from pathlib import Path
 from cdc.core.settings import Settings
 from cdc.core.errors import StackError
 from cdc.stack import components, provision
-from cdc.stack.process import Service, port_in_use, rss_bytes
+from cdc.stack.process import Progress, Service, Unavailable, port_in_use, rss_bytes
 
-Progress = Callable[[str], None]
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-@dataclass
-class Unavailable:
-    """A component that is configured but cannot run here, and why (shown by status)."""
-
-    name: str
-    reason: str
-    required: bool
 
 
 def _flink_services(settings: Settings, progress: Progress) -> list[Service]:

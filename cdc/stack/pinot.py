@@ -21,8 +21,7 @@ from cdc.core.settings import Settings
 from cdc.core.errors import StackError
 from cdc.stack import provision, versions
 from cdc.stack.components import http_ok
-from cdc.stack.manager import Progress, Unavailable
-from cdc.stack.process import Service
+from cdc.stack.process import Progress, Service, Unavailable
 
 _JAVA17_OPENS = ("--add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/sun.nio.ch=ALL-UNNAMED "
                  "--add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/java.util=ALL-UNNAMED "

@@ -20,6 +20,16 @@ from pathlib import Path
 from cdc.core.errors import StackError
 
 HealthCheck = Callable[[], "str | None"]  # None = healthy, else a reason
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Unavailable:
+    """A component that is configured but cannot run here, and why (shown by status)."""
+
+    name: str
+    reason: str
+    required: bool
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors import service
@@ -37,7 +38,7 @@ def mirror_target_rows(c: service.Context, name: str) -> mirror_state.Rows:
     enabled, _ = service.pinot_enabled(c)
     if enabled:
         return mirror_state.pinot_rows(c.broker.query, name, info, spec.key_columns)
-    return mirror_state.flat_topic_rows(c.settings.kafka_bootstrap, service.flat_topic(name), info, spec.key_columns)
+    return mirror_state.flat_topic_rows(c.settings.kafka_bootstrap, names.flat_topic(name), info, spec.key_columns)
 
 
 def wait_in_sync(c: service.Context, name: str, timeout: float = 120.0) -> float:

@@ -22,6 +22,7 @@ import requests
 import uvicorn
 from pydantic import SecretStr
 
+from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors import service
@@ -66,8 +67,8 @@ def database(stack: dict) -> Iterator[str]:
 def _remove_leftovers(ctx: service.Context) -> None:
     """A crashed earlier run may have left this test's connector, slot or jobs behind (its
     registry was a tmp file). Only objects named after source h_api are touched."""
-    if ctx.connect.get_config(service.connector_name(SOURCE)):
-        ctx.connect.delete(service.connector_name(SOURCE))
+    if ctx.connect.get_config(names.connector_name(SOURCE)):
+        ctx.connect.delete(names.connector_name(SOURCE))
     for job in ctx.jobmanager.jobs():
         info = ctx.jobmanager.job(job.id) or {}
         if str(info.get("name", "")).startswith(f"cdc-mirror-{SOURCE}__") and job.state == "RUNNING":
@@ -124,7 +125,7 @@ def _mirror_rows(s: Settings, info: Any) -> mirror_state.Rows:
     try:
         if service.pinot_enabled(ctx)[0]:
             return mirror_state.pinot_rows(ctx.broker.query, MIRROR, info)
-        return mirror_state.flat_topic_rows(s.kafka_bootstrap, service.flat_topic(MIRROR), info)
+        return mirror_state.flat_topic_rows(s.kafka_bootstrap, names.flat_topic(MIRROR), info)
     finally:
         ctx.close()
 
@@ -214,13 +215,13 @@ def test_mirror_lifecycle_through_rest(server: tuple[str, dict[str, str], Settin
         assert requests.get(f"{url}/mirrors/{MIRROR}", headers=auth, timeout=30).status_code == 404
         ctx = service.context(s)
         try:
-            assert service.connector_name(SOURCE) not in ctx.connect.list_connectors()
+            assert names.connector_name(SOURCE) not in ctx.connect.list_connectors()
             deadline = time.monotonic() + 60
             while (state := ctx.jobmanager.job_state(job_id)) not in ("CANCELED", None):
                 assert time.monotonic() < deadline, f"flink job still {state}"
                 time.sleep(1)
             from cdc.clients.kafka import KafkaAdmin
-            assert service.flat_topic(MIRROR) not in KafkaAdmin(s.kafka_bootstrap).topics()
+            assert names.flat_topic(MIRROR) not in KafkaAdmin(s.kafka_bootstrap).topics()
         finally:
             ctx.close()
         assert pg.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'cdc_h_api'").fetchone() is None

@@ -44,6 +44,7 @@ import pytest
 import requests
 from confluent_kafka import Consumer, TopicPartition
 
+from cdc.core import names
 from cdc.mirrors import reconcile
 from cdc.mirrors import service
 from cdc.clients.kafka import KafkaAdmin
@@ -101,15 +102,15 @@ class Fx:
 
     @property
     def cname(self) -> str:
-        return service.connector_name(SOURCE)
+        return names.connector_name(SOURCE)
 
     @property
     def change_topic(self) -> str:
-        return service.change_topic(SOURCE, "public", self.table)
+        return names.change_topic(SOURCE, "public", self.table)
 
     @property
     def flat_topic(self) -> str:
-        return service.flat_topic(self.name)
+        return names.flat_topic(self.name)
 
     def job_state(self) -> str | None:
         rec = self.ctx.registry.get_mirror(self.name)
@@ -144,7 +145,7 @@ def _pid(settings: Settings, name: str) -> int | None:
 def _drop_leftovers(ctx: service.Context, dsn: str) -> None:
     """A run that crashed may have left our connector, slot or jobs behind (the registry is
     per run): remove them, so this run starts with an initial snapshot on a clean slot."""
-    cname = service.connector_name(SOURCE)
+    cname = names.connector_name(SOURCE)
     if ctx.connect.status(cname) is not None:
         _say(f"leftover connector {cname}: deleting it")
         service.delete_connector(ctx, cname)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from cdc.core import names
 from cdc.mirrors import service
 from syncing import stack_objects, wait_in_sync
 
@@ -153,7 +154,7 @@ def test_second_table_added_while_first_streams(ctx: service.Context, pg: psycop
     m2 = None
     try:
         wait_in_sync(ctx, m1)
-        snapshot_reads_before = _change_ops(ctx, service.change_topic("default", "public", t1)).get("r", 0)
+        snapshot_reads_before = _change_ops(ctx, names.change_topic("default", "public", t1)).get("r", 0)
         th = threading.Thread(target=writer, daemon=True)
         th.start()
         m2 = service.add_mirror(ctx, "public", t2).name
@@ -161,7 +162,7 @@ def test_second_table_added_while_first_streams(ctx: service.Context, pg: psycop
         stop.set()
         th.join(10)
         wait_in_sync(ctx, m1)
-        ops = _change_ops(ctx, service.change_topic("default", "public", t1))
+        ops = _change_ops(ctx, names.change_topic("default", "public", t1))
         assert ops.get("r", 0) == snapshot_reads_before, f"first table was re-snapshotted: {ops}"
         assert ops.get("c", 0) > 0, "first table's changes did not keep flowing while the second was added"
         slots = [r[0] for r in pg.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'cdc%' AND database = current_database()")]

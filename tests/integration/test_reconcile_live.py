@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import requests
 
+from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors import reconcile
@@ -88,7 +89,7 @@ class Live:
         info = catalog.introspect(self.pg, "public", self.table)
         expected = mirror_state.postgres_rows(self.pg, info)
         try:
-            actual = mirror_state.flat_topic_rows(self.settings.kafka_bootstrap, service.flat_topic(self.name), info)
+            actual = mirror_state.flat_topic_rows(self.settings.kafka_bootstrap, names.flat_topic(self.name), info)
         except Exception as exc:  # the shared Kafka may be restarting (leader moves): just poll again
             _say(f"flat topic not readable yet: {exc}")
             return False
@@ -153,7 +154,7 @@ def _remove_with_retry(lv: Live, timeout: float = 180) -> None:
 
 
 def test_paused_connector_is_resumed(live: Live) -> None:
-    cname = service.connector_name(DB)
+    cname = names.connector_name(DB)
     requests.put(f"{live.settings.connect_url}/connectors/{cname}/pause", timeout=10).raise_for_status()
     _wait("connector PAUSED", lambda: (st := live.ctx.connect.status(cname)) is not None
           and st.state == "PAUSED" and all(t.state == "PAUSED" for t in st.tasks), 30)
@@ -244,7 +245,7 @@ def test_freshness_probe(live: Live) -> None:
     """measure_freshness once the connector captures _cdc.freshness. Until render_connector
     adds it, this test adds it to OUR connector's include list itself (what render must do)."""
     from cdc.observe import metrics
-    cname = service.connector_name(DB)
+    cname = names.connector_name(DB)
     live.pg.execute("CREATE TABLE IF NOT EXISTS _cdc.freshness (id int PRIMARY KEY, committed_at timestamptz NOT NULL)")
     cfg = live.ctx.connect.get_config(cname)
     assert cfg is not None

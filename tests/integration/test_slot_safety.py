@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from cdc.core import names
 from cdc.observe import metrics
 from cdc.mirrors import service
 from cdc.clients.kafka import KafkaAdmin
@@ -54,7 +55,7 @@ class Slot:
 
     @property
     def cname(self) -> str:
-        return service.connector_name(SOURCE)
+        return names.connector_name(SOURCE)
 
     def retained(self) -> int:
         v = metrics.slot_wal_retained(self.ctx, service.get_source(self.ctx, SOURCE))
@@ -87,7 +88,7 @@ def slot(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFacto
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone() is None:
             conn.execute(f"CREATE DATABASE {DB}")
     ctx = service.context(s)
-    cname = service.connector_name(SOURCE)
+    cname = names.connector_name(SOURCE)
     if ctx.connect.status(cname) is not None:        # a crashed earlier run: start from scratch
         service.delete_connector(ctx, cname)
     with psycopg.connect(dsn, autocommit=True) as conn:

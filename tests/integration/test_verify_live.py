@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cdc.core import names
 from cdc.mirrors import service
 from cdc.core.settings import Settings
 from bench.loadgen import LoadGen
@@ -32,13 +33,13 @@ ROWS = 5000
 
 def _reset_database(ctx: service.Context) -> None:
     """Leftovers of an aborted earlier run: our connector, Flink job, slot, database."""
-    ctx.connect.delete(service.connector_name(SOURCE))
+    ctx.connect.delete(names.connector_name(SOURCE))
     for job in ctx.jobmanager.jobs():
         if job.name == f"cdc-mirror-{MIRROR}" and job.state in ("RUNNING", "CREATED", "RESTARTING"):
             ctx.jobmanager.cancel(job.id)
     from cdc.clients.kafka import KafkaAdmin
     kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
-    for topic in (service.flat_topic(MIRROR), service.change_topic(SOURCE, "public", TABLE)):
+    for topic in (names.flat_topic(MIRROR), names.change_topic(SOURCE, "public", TABLE)):
         kafka.delete_topic(topic)
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         for _ in range(30):
@@ -191,7 +192,7 @@ def test_corruption_is_reported(mirror: tuple[service.Context, LoadGen]) -> None
     # murmur2 over the JSON key bytes: the partition Flink's Kafka sink (and so Pinot) would use
     p = Producer({"bootstrap.servers": ctx.settings.kafka_bootstrap, "partitioner": "murmur2_random"})
     for rec in (bogus, ghost):
-        p.produce(service.flat_topic(MIRROR), key=json.dumps({"id": rec["id"]}, separators=(",", ":")).encode(),
+        p.produce(names.flat_topic(MIRROR), key=json.dumps({"id": rec["id"]}, separators=(",", ":")).encode(),
                   value=json.dumps(rec).encode())
     assert p.flush(30) == 0
     report = verify_mirror(ctx, MIRROR, settle_timeout=5)

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cdc.observe import probes as api_probes
-from cdc.mirrors import service
+from cdc.mirrors import service, sources
 from cdc.api.app import create_app
 from cdc.core.settings import Settings
 from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
@@ -249,7 +249,7 @@ def _fake_pg(dsn: str, **kw: Any):
 
 
 def test_dsn_password_never_echoed(client: TestClient, monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    monkeypatch.setattr(service.catalog, "connect", _fake_pg)
+    monkeypatch.setattr(sources.catalog, "connect", _fake_pg)
     r = client.post("/sources", json={"name": "shop", "dsn": DSN}, headers=AUTH)
     assert r.status_code == 201, r.text
     assert r.json()["has_password"] and PASSWORD not in r.text and r.json()["dsn"] == "postgresql://alice@db.example:5432/shop"
@@ -267,7 +267,7 @@ def test_dsn_password_never_echoed(client: TestClient, monkeypatch: pytest.Monke
                                   {"name": "x", "dsn": DSN.replace(":5432", ":port")}])
 def test_dsn_password_not_in_validation_errors(client: TestClient, monkeypatch: pytest.MonkeyPatch,
                                                body: dict[str, Any]) -> None:
-    monkeypatch.setattr(service.catalog, "connect", _fake_pg)
+    monkeypatch.setattr(sources.catalog, "connect", _fake_pg)
     r = client.post("/sources", json=body, headers=AUTH)
     assert r.status_code == 422, r.text
     assert PASSWORD not in r.text
@@ -276,7 +276,7 @@ def test_dsn_password_not_in_validation_errors(client: TestClient, monkeypatch: 
 def test_dsn_password_not_in_remote_errors(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(dsn: str, **kw: Any) -> Any:
         raise PreflightError(f"Postgres at {dsn} refused: password {PASSWORD} wrong", hint=f"not {PASSWORD}")
-    monkeypatch.setattr(service.catalog, "connect", refuse)
+    monkeypatch.setattr(sources.catalog, "connect", refuse)
     r = client.post("/sources", json={"name": "shop", "dsn": DSN}, headers=AUTH)
     assert r.status_code == 422 and PASSWORD not in r.text
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cdc.mirrors import service
+from cdc.mirrors import lifecycle, service
 from cdc.core.errors import ConfigError
 
 
@@ -21,12 +21,12 @@ def _ctx(slots_available: int) -> SimpleNamespace:
 
 def test_no_free_flink_slot_is_refused_with_the_fix() -> None:
     with pytest.raises(ConfigError) as ei:
-        service._check_reachable(_ctx(0), with_pinot=False)
+        lifecycle._check_reachable(_ctx(0), with_pinot=False)
     assert "no free task slot" in ei.value.message and "CDC_FLINK_TASKMANAGER_SLOTS" in (ei.value.hint or "")
 
 
 def test_free_slot_passes() -> None:
-    service._check_reachable(_ctx(3), with_pinot=True)
+    lifecycle._check_reachable(_ctx(3), with_pinot=True)
 
 
 def test_invalid_mirror_name_is_refused() -> None:

@@ -1,0 +1,181 @@
+"""Typed client of the cdc Pinot engine: Apache Pinot's own code, in a local JVM, no server.
+
+    check(pairs)                   -> what a Pinot controller says of (schema, table config)
+    upsert_rows(schema, table, rs) -> the rows a query of the REALTIME FULL-upsert table would
+                                      see after consuming records rs, plus a summary
+
+The engine is the Java program in pinot_engine/, built into the artifact cache on first use
+(cdc.stack.pinot_engine). It speaks JSON lines on stdin/stdout; records are streamed to it
+from a thread, so the Python side never holds the input. A rejected artifact is a result,
+not an error: PinotEngineError means the engine itself could not run or broke its protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from cdc.core.errors import CdcError, StackError
+from cdc.core.settings import get_settings
+from cdc.stack import pinot_engine as recipe
+
+
+class PinotEngineError(CdcError):
+    """The Pinot engine could not be built or started, or died, or answered off-protocol."""
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    """Pinot's verdict on one (schema, table config) pair.
+
+    errors: Pinot's exception messages, each prefixed with the step ("schema: ...",
+    "table: ...", "schema+table: ..."). dropped_keys: input keys Pinot's parse -> serialise
+    round trip loses (unknown, misspelt or dead keys): table config paths as written
+    ("upsertConfig.comparisonColumnz"), schema paths under "schema." ("schema.foo")."""
+
+    id: str
+    ok: bool
+    errors: tuple[str, ...]
+    dropped_keys: tuple[str, ...]
+
+
+class PinotEngine:
+    """One engine installation; every call runs one short-lived JVM."""
+
+    def __init__(self, home: Path | None = None, *, cache_dir: Path | None = None,
+                 progress: Callable[[str], None] | None = None, heap: str = "1g") -> None:
+        self._home = home
+        self._cache_dir = cache_dir
+        self._progress = progress
+        self.heap = heap
+
+    @property
+    def home(self) -> Path:
+        if self._home is None:
+            cache = self._cache_dir or get_settings().cache_dir
+            try:
+                self._home = (recipe.engine_home(cache, self._progress) if self._progress
+                              else recipe.engine_home(cache))
+            except StackError as exc:
+                raise PinotEngineError(f"cannot build the Pinot engine: {exc.message}", hint=exc.hint) from None
+        return self._home
+
+    # ------------------------------------------------------------------ modes
+
+    def check(self, pairs: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[ContractResult]:
+        """Validate (id, schema, table config) triples as POST /schemas + POST /tables would."""
+        sent = [0]
+
+        def lines() -> Iterator[str]:
+            for i, s, t in pairs:
+                sent[0] += 1
+                yield json.dumps({"id": i, "schema": s, "table": t})
+
+        results = [ContractResult(id=out["id"], ok=bool(out["ok"]), errors=tuple(out["errors"]),
+                                  dropped_keys=tuple(out["dropped_keys"]))
+                   for out in self._run(["check"], lines())]
+        if len(results) != sent[0]:
+            raise PinotEngineError(f"the Pinot engine answered {len(results)} of {sent[0]} checks")
+        return results
+
+    def upsert_rows(self, schema: dict[str, Any], table: dict[str, Any],
+                    records: Iterable[tuple[int, int, dict[str, Any]]], *,
+                    rows_per_segment: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Feed (partition, offset, flat record) in topic order; return (visible rows, summary).
+
+        Row values are as a Pinot query returns them with null handling on: None for NULL,
+        lists for multi-value columns, BIG_DECIMAL as plain text, BYTES as hex."""
+        rows: list[dict[str, Any]] = []
+        summary: dict[str, Any] | None = None
+        with tempfile.TemporaryDirectory(prefix="cdc-pinot-engine-") as tmp:
+            sf, tf = Path(tmp) / "schema.json", Path(tmp) / "table.json"
+            sf.write_text(json.dumps(schema))
+            tf.write_text(json.dumps(table))
+            args = ["upsert", "--schema", str(sf), "--table", str(tf)]
+            if rows_per_segment:
+                args += ["--rows-per-segment", str(rows_per_segment)]
+            lines = (json.dumps({"partition": p, "offset": o, "value": v}) for p, o, v in records)
+            for out in self._run(args, lines):
+                if "row" in out:
+                    rows.append(out["row"])
+                else:
+                    summary = out.get("summary")
+        if summary is None:
+            raise PinotEngineError("the Pinot engine ended without a summary line")
+        return rows, summary
+
+    def version(self) -> str:
+        return str(list(self._run(["version"], iter(())))[0]["pinot"])
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _run(self, args: list[str], lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+        """Start the JVM, stream `lines` to its stdin from a thread, yield its JSON output lines."""
+        cmd = recipe.java_command(self.home, *args, heap=self.heap)
+        with tempfile.TemporaryFile(mode="w+") as err:
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                        text=True, encoding="utf-8", bufsize=1 << 16)
+            except OSError as exc:
+                raise PinotEngineError(f"cannot start java: {exc}",
+                                       hint="install a JDK 17: apt-get install -y openjdk-17-jdk-headless") from None
+            assert proc.stdin is not None and proc.stdout is not None
+            failure: list[BaseException] = []
+            writer = threading.Thread(target=_feed, args=(proc.stdin, lines, failure), daemon=True)
+            writer.start()
+            try:
+                for raw in proc.stdout:
+                    try:
+                        yield json.loads(raw)
+                    except ValueError:
+                        raise PinotEngineError(f"the Pinot engine answered off-protocol: {raw[:300]!r}") from None
+            finally:
+                if proc.poll() is None and writer.is_alive():
+                    proc.kill()
+                writer.join()
+                rc = proc.wait()
+            if rc != 0:
+                err.seek(0)
+                tail = err.read()[-2000:].strip()
+                raise PinotEngineError(f"the Pinot engine ({args[0]}) exited with {rc}: {tail}")
+            if failure and not isinstance(failure[0], BrokenPipeError):
+                raise PinotEngineError(f"feeding the Pinot engine failed: {failure[0]!r}")
+
+
+def _feed(stdin: IO[str], lines: Iterator[str], failure: list[BaseException]) -> None:
+    try:
+        for line in lines:
+            stdin.write(line)
+            stdin.write("\n")
+    except BaseException as exc:  # reported by the reading side
+        failure.append(exc)
+    finally:
+        try:
+            stdin.close()
+        except OSError:
+            pass
+
+
+_default: PinotEngine | None = None
+
+
+def default_engine() -> PinotEngine:
+    global _default
+    if _default is None:
+        _default = PinotEngine()
+    return _default
+
+
+def check(pairs: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[ContractResult]:
+    return default_engine().check(pairs)
+
+
+def upsert_rows(schema: dict[str, Any], table: dict[str, Any], records: Iterable[tuple[int, int, dict[str, Any]]],
+                *, rows_per_segment: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return default_engine().upsert_rows(schema, table, records, rows_per_segment=rows_per_segment)

@@ -1,0 +1,142 @@
+"""Every name cdc generates, built here and nowhere else.
+
+    source "shop"                         mirror "public_orders" of public.orders
+    ------------------------------------  --------------------------------------------
+    connector        cdc-shop             flat topic        cdc.flat.public_orders
+    slot/publication cdc_shop             Flink pipeline    cdc-mirror-public_orders
+    topic prefix     cdc.shop             Flink group       cdc-flink-public_orders
+    change topic     cdc.shop.public.orders   Pinot table   public_orders
+    heartbeat topic  __debezium-heartbeat.cdc.shop
+
+Mirror names are also Pinot table names, so they follow Pinot's rules by construction:
+lowercase letters, digits and single underscores (Pinot refuses "__" in a table name, and
+dots separate database from table), starting with a letter. Column names of the mirror
+(flat topic fields and Pinot columns) keep the Postgres names except where Pinot refuses
+them: see ``mirror_columns``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cdc.core.errors import ConfigError
+
+DEFAULT_SOURCE = "default"
+#: The tables cdc keeps in every source database (schema, table).
+SIGNAL_TABLE = ("_cdc", "debezium_signal")
+HEARTBEAT_TABLE = ("_cdc", "heartbeat")
+FRESHNESS_TABLE = ("_cdc", "freshness")   # the daemon's commit -> visible probes
+
+_TOPIC_BAD = re.compile(r"[^a-zA-Z0-9._-]")
+_PREFIX_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+_PG_NAME_BAD = re.compile(r"[^a-z0-9_]+")
+_MIRROR_BAD = re.compile(r"[^a-z0-9]+")
+MIRROR_NAME_RULE = re.compile(r"[a-z](?:[a-z0-9]|_(?!_)){0,99}")
+SOURCE_NAME_RULE = re.compile(r"[a-z][a-z0-9_]{0,40}")
+
+
+# ---------------------------------------------------------------- per source
+
+def connector_name(source: str) -> str:
+    return f"cdc-{source}"
+
+
+def pg_name(prefix: str, source: str) -> str:
+    """Slot/publication name: lowercase [a-z0-9_], at most 63 bytes (NAMEDATALEN - 1)."""
+    return _PG_NAME_BAD.sub("_", f"{prefix}_{source}".lower()).strip("_")[:63]
+
+
+def slot_name(source: str) -> str:
+    return pg_name("cdc", source)
+
+
+def publication_name(source: str) -> str:
+    return pg_name("cdc", source)
+
+
+def topic_prefix(source: str) -> str:
+    """Debezium's topic.prefix of the source's connector."""
+    return "cdc." + _PREFIX_BAD.sub("_", source)
+
+
+def change_topic(source: str, schema: str, table: str) -> str:
+    """Debezium's topic for a table: <topic.prefix>.<schema>.<table>, invalid chars -> _."""
+    return _TOPIC_BAD.sub("_", f"{topic_prefix(source)}.{schema}.{table}")
+
+
+def heartbeat_topic(source: str) -> str:
+    return f"__debezium-heartbeat.{topic_prefix(source)}"
+
+
+def internal_topic_prefix(source: str) -> str:
+    """Change topics of the source's own _cdc.* tables (signals, heartbeats, freshness)."""
+    return change_topic(source, SIGNAL_TABLE[0], "")
+
+
+# ---------------------------------------------------------------- per mirror
+
+def mirror_name(schema: str, table: str, source: str = DEFAULT_SOURCE) -> str:
+    """Documented derivation: lowercase ``schema_table``, every run of characters outside
+    [a-z0-9] (underscores included) -> one ``_``; sources other than ``default`` prefix
+    ``source_``. Legal for Pinot by construction (no "__"); a leading digit gets ``t_``."""
+    parts = ([source] if source != DEFAULT_SOURCE else []) + [schema, table]
+    base = "_".join(p for p in (_MIRROR_BAD.sub("_", x.lower()).strip("_") for x in parts) if p)
+    base = base or "t"
+    return ("t_" + base if not base[0].isalpha() else base)[:100]
+
+
+def check_mirror_name(name: str) -> str:
+    """A --name given by the user: refused unless Pinot would accept it as a table name."""
+    if not MIRROR_NAME_RULE.fullmatch(name):
+        raise ConfigError(f"invalid mirror name {name!r}",
+                          hint="use lowercase letters, digits and single underscores, starting with a letter, "
+                               "at most 100 characters (it becomes the Pinot table name, and Pinot refuses '__')")
+    return name
+
+
+def check_source_name(name: str) -> str:
+    if not SOURCE_NAME_RULE.fullmatch(name):
+        raise ConfigError(f"invalid source name {name!r}", hint="use lowercase letters, digits and _ (max 41)")
+    return name
+
+
+def flat_topic(mirror: str) -> str:
+    return f"cdc.flat.{mirror}"
+
+
+def flink_pipeline(mirror: str) -> str:
+    return f"cdc-mirror-{mirror}"
+
+
+def flink_group(mirror: str) -> str:
+    return f"cdc-flink-{mirror}"
+
+
+def pinot_table(mirror: str) -> str:
+    return mirror
+
+
+# ---------------------------------------------------------------- columns
+
+def mirror_columns(pg_columns: list[str], reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """Postgres column name -> mirror column name (flat topic field, Pinot column).
+
+    Pinot refuses column names with blank space (SchemaUtils: "should not contain blank
+    space"), so every whitespace character becomes ``_``. A mapped name that collides with
+    another column's name (or a reserved one) gets ``_2``, ``_3``... Columns whose names
+    Pinot accepts keep them, always; mapped ones are numbered in the order given (attnum),
+    so the mapping is stable for as long as the table's columns are."""
+    taken = set(reserved) | {c for c in pg_columns if not re.search(r"\s", c)}
+    out: dict[str, str] = {}
+    for c in pg_columns:
+        if not re.search(r"\s", c):
+            out[c] = c
+            continue
+        base = re.sub(r"\s", "_", c)
+        cand, n = base, 1
+        while cand in taken:
+            n += 1
+            cand = f"{base}_{n}"
+        taken.add(cand)
+        out[c] = cand
+    return out

@@ -1,0 +1,281 @@
+"""Mirrors: plan, add and remove, in an order that leaves nothing half-made.
+
+add_mirror orders the steps so that a failure leaves nothing half-made:
+  1. preflight + render all artifacts (pure; nothing created yet)
+  2. check that Connect, Flink and Pinot answer
+  3. flat topic -> Pinot schema/table -> Flink job -> connector config -> snapshot signal
+Every step that created something registers an undo; any error runs the undos in
+reverse and removes the registry row, then re-raises.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdc.core import names
+from cdc.core.errors import CdcError, ConfigError, ConflictError, NotFoundError, RemoteError, UnreachableError
+from cdc.core.models import MirrorSpec, Source, TableInfo
+from cdc.mapping import render
+from cdc.mirrors.context import Context, pinot_enabled
+from cdc.mirrors.registry import MirrorRecord
+from cdc.mirrors.sources import get_source, password_ref, source_dsn
+from cdc.postgres import catalog, slots
+
+Progress = Callable[[str], None]
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- plan --------------------------------------------------------------------------------
+
+@dataclass
+class MirrorPlan:
+    spec: MirrorSpec
+    table: TableInfo
+    source: Source
+    connector: dict[str, Any]
+    flink_sql: list[str]
+    pinot_schema: dict[str, Any]
+    pinot_table: dict[str, Any]
+    change_topic: str
+    flat_topic: str
+    notes: list[str] = field(default_factory=list)
+
+
+def tables_of_source(ctx: Context, src: Source, extra: MirrorSpec | None = None,
+                      exclude: str | None = None) -> tuple[list[TableInfo], dict[str, list[str]]]:
+    """TableInfo for every mirrored table of the source (the connector's include list),
+    plus the --key overrides by schema.table."""
+    specs = [m.spec for m in ctx.registry.list_mirrors(source=src.name) if m.name != exclude]
+    if extra is not None and all(sp.qualified != extra.qualified for sp in specs):
+        specs.append(extra)
+    tables = []
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        for sp in specs:
+            tables.append(catalog.introspect(conn, sp.schema_name, sp.table_name))
+    overrides = {sp.qualified: list(sp.key_columns) for sp in specs if sp.key_columns}
+    return tables, overrides
+
+
+def render_connector_config(ctx: Context, src: Source, tables: list[TableInfo], overrides: dict[str, list[str]]) -> dict:
+    return render.render_connector(src, tables, kafka_bootstrap=ctx.settings.kafka_bootstrap,
+                                   password_ref=password_ref(ctx, src), key_overrides=overrides)
+
+
+def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
+                key: list[str] | None = None) -> MirrorPlan:
+    """Preflight and render the three artifacts. Creates nothing."""
+    if name is not None:
+        names.check_mirror_name(name)
+    src = get_source(ctx, source)
+    spec = MirrorSpec(name=name or names.mirror_name(schema, table, source), source=source, schema_name=schema,
+                      table_name=table, key_columns=key)
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        info = catalog.preflight(conn, schema, table, key, slot_name=names.slot_name(src.name))
+    tables, overrides = tables_of_source(ctx, src, extra=spec)
+    ctopic, ftopic = names.change_topic(source, schema, table), names.flat_topic(spec.name)
+    s = ctx.settings
+    return MirrorPlan(
+        spec=spec, table=info, source=src,
+        connector=render_connector_config(ctx, src, tables, overrides),
+        flink_sql=render.render_flink_sql(spec, info, kafka_bootstrap=s.kafka_bootstrap, change_topic=ctopic,
+                                          flat_topic=ftopic, group_id=names.flink_group(spec.name)),
+        pinot_schema=render.render_pinot_schema(spec, info),
+        pinot_table=render.render_pinot_table(spec, info, kafka_bootstrap=s.kafka_bootstrap, flat_topic=ftopic),
+        change_topic=ctopic, flat_topic=ftopic)
+
+
+# -- add -------------------------------------------------------------------------------
+
+def _check_reachable(ctx: Context, with_pinot: bool) -> None:
+    """Fail before creating anything when a system the mirror needs does not answer."""
+    ctx.connect.list_connectors()
+    ctx.gateway.info()
+    overview = ctx.jobmanager.overview() or {}
+    if overview.get("slots-available", 1) < 1:
+        raise ConfigError(f"Flink has no free task slot ({overview.get('slots-total', 0)} slots, all used): "
+                          "the mirror's job could never run",
+                          hint="raise CDC_FLINK_TASKMANAGER_SLOTS (and CDC_FLINK_TASKMANAGER_MEMORY), then "
+                               "restart the TaskManager, or remove unused mirrors")
+    if with_pinot and not ctx.controller.health():
+        raise UnreachableError(f"Pinot controller at {ctx.settings.controller_url}", "health check failed",
+                               hint="is Pinot running? `cdc stack status`")
+
+
+def _wait_task_restarted(ctx: Context, src: Source, cname: str, spec: MirrorSpec, timeout: float = 120) -> None:
+    """Wait until the connector's task runs with the new table list. Debezium rewrites its
+    filtered publication (ALTER PUBLICATION ... SET TABLE) when a task starts, so the new
+    table showing up in the publication proves the old task is gone: a snapshot signal
+    sent now is read by a task that captures the table."""
+    pub = names.publication_name(src.name)
+    deadline = time.monotonic() + timeout
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s "
+                               "AND tablename = %s", (pub, spec.schema_name, spec.table_name)).fetchone()
+            st = ctx.connect.status(cname)
+            if row and st is not None and st.running:
+                return
+            if st is not None and st.failed:
+                raise CdcError(f"connector {cname} failed while adding {spec.qualified}: {st.failure_summary()}",
+                               hint="see `cdc stack logs connect`")
+            time.sleep(0.5)
+    raise CdcError(f"connector {cname} did not restart with {spec.qualified} within {timeout:.0f}s",
+                   hint=f"check `cdc stack logs connect` and GET /connectors/{cname}/status")
+
+
+def create_connector(ctx: Context, cname: str, config: dict[str, Any]) -> None:
+    """Create a connector with no history: Connect keeps source offsets by connector name
+    even after a delete, and a new connector must not resume from an LSN of a slot that no
+    longer exists. So: create STOPPED, reset offsets, then resume."""
+    ctx.connect.create_stopped(cname, config)
+    ctx.connect.wait_state(cname, "STOPPED")
+    ctx.connect.delete_offsets(cname)
+    ctx.connect.resume(cname)
+
+
+def delete_connector(ctx: Context, cname: str) -> None:
+    """Stop, forget offsets, delete: nothing of the connector survives it."""
+    if ctx.connect.status(cname) is None:
+        return
+    ctx.connect.stop(cname)
+    ctx.connect.wait_state(cname, "STOPPED")
+    ctx.connect.delete_offsets(cname)
+    ctx.connect.delete(cname)
+
+
+def send_snapshot_signal(ctx: Context, src: Source, tables: list[str]) -> str:
+    """Ask Debezium for an incremental snapshot of `tables` only (others keep streaming)."""
+    sig_id = uuid.uuid4().hex
+    data = json.dumps({"data-collections": tables, "type": "incremental"})
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        conn.execute(f"INSERT INTO {'.'.join(names.SIGNAL_TABLE)} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
+                     (sig_id, data))
+    return sig_id
+
+
+def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
+               key: list[str] | None = None, progress: Progress = _say) -> MirrorRecord:
+    plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key)
+    spec, src = plan.spec, plan.source
+    existing = ctx.registry.get_mirror(spec.name)
+    if existing is not None:
+        if existing.spec == spec:
+            progress(f"mirror {spec.name} already exists with the same spec: nothing to do")
+            return existing
+        raise ConflictError(f"mirror {spec.name} exists with a different spec",
+                            hint=f"remove it first (cdc mirror remove {spec.name}) or choose --name")
+    use_pinot, why = pinot_enabled(ctx)
+    _check_reachable(ctx, use_pinot)
+    from cdc.clients.kafka import KafkaAdmin
+    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
+    kafka.topics()
+    cname = names.connector_name(src.name)
+    undo: list[tuple[str, Callable[[], Any]]] = []
+    ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
+    try:
+        with catalog.connect(source_dsn(ctx, src)) as conn:
+            for stmt in render.bootstrap_sql(src.name):
+                conn.execute(stmt)
+        # The change topic must exist before the Flink job subscribes to it; one partition,
+        # because __seq (the ordering column) is this topic's offset.
+        if kafka.create_topic(plan.change_topic, 1):
+            undo.append(("delete change topic", lambda: kafka.delete_topic(plan.change_topic)))
+        if kafka.create_topic(plan.flat_topic, ctx.settings.flat_topic_partitions):
+            undo.append(("delete flat topic", lambda: kafka.delete_topic(plan.flat_topic)))
+        if use_pinot:
+            progress(f"pinot: schema and REALTIME upsert table {spec.name}")
+            ctx.controller.add_schema(plan.pinot_schema, override=True)
+            undo.append(("delete Pinot schema", lambda: ctx.controller.delete_schema(spec.name)))
+            ctx.controller.add_table(plan.pinot_table)
+            undo.append(("delete Pinot table", lambda: ctx.controller.delete_table(spec.name)))
+        else:
+            progress(f"pinot: skipped ({why}); the mirror ends at Kafka topic {plan.flat_topic}")
+        progress(f"flink: submitting the flatten job for {spec.qualified}")
+        job_id = ctx.gateway.submit_job(plan.flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
+        undo.append(("cancel Flink job", lambda: ctx.jobmanager.cancel(job_id)))
+        previous = ctx.connect.get_config(cname)
+        progress(f"connect: {'updating' if previous else 'creating'} connector {cname}")
+        if previous:
+            ctx.connect.put_config(cname, plan.connector)
+            undo.append(("restore connector config", lambda: ctx.connect.put_config(cname, previous)))
+            _wait_task_restarted(ctx, src, cname, spec)
+            sig = send_snapshot_signal(ctx, src, [spec.qualified])
+            progress(f"debezium: incremental snapshot of {spec.qualified} requested (signal {sig})")
+        else:
+            create_connector(ctx, cname, plan.connector)
+            undo.append(("delete connector", lambda: delete_connector(ctx, cname)))
+            ctx.connect.wait_running(cname, timeout=120)
+            progress(f"debezium: initial snapshot of {spec.qualified} started")
+        record = ctx.registry.update_mirror(spec.name, state="running", flink_job_id=job_id)
+        ctx.registry.record_event(spec.name, "created", f"flink job {job_id}; connector {cname}")
+        return record
+    except BaseException as exc:
+        progress(f"mirror {spec.name}: failed ({str(exc).splitlines()[0][:200]}); undoing what was created")
+        for what, fn in reversed(undo):
+            try:
+                fn()
+                progress(f"  undone: {what}")
+            except Exception as undo_exc:  # keep undoing the rest
+                progress(f"  could not {what}: {undo_exc}")
+        ctx.registry.remove_mirror(spec.name)
+        raise
+
+
+# -- remove ------------------------------------------------------------------------------
+
+def get_mirror(ctx: Context, name: str) -> MirrorRecord:
+    rec = ctx.registry.get_mirror(name)
+    if rec is None:
+        known = ", ".join(m.name for m in ctx.registry.list_mirrors()) or "none"
+        raise NotFoundError(f"unknown mirror {name!r} (known: {known})", hint="list them: cdc mirror list")
+    return rec
+
+
+def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress: Progress = _say) -> None:
+    from cdc.clients.kafka import KafkaAdmin
+    rec = get_mirror(ctx, name)
+    spec = rec.spec
+    src = get_source(ctx, spec.source)
+    cname = names.connector_name(src.name)
+    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
+    # Tell the reconciler this mirror is going away, or it would restore the cancelled job.
+    ctx.registry.update_mirror(name, state="removing")
+    if rec.flink_job_id:
+        progress(f"flink: cancelling job {rec.flink_job_id}")
+        try:
+            ctx.jobmanager.cancel(rec.flink_job_id)
+        except RemoteError as exc:
+            progress(f"flink: job {rec.flink_job_id} could not be cancelled ({exc}); continuing")
+    others = [m for m in ctx.registry.list_mirrors(source=src.name) if m.name != name]
+    if others:
+        tables, overrides = tables_of_source(ctx, src, exclude=name)
+        progress(f"connect: removing {spec.qualified} from connector {cname} and its publication")
+        ctx.connect.put_config(cname, render_connector_config(ctx, src, tables, overrides))
+    else:
+        progress(f"connect: last mirror of source {src.name}: deleting connector {cname}, its slot and publication")
+        delete_connector(ctx, cname)
+        slots.drop_slot_and_publication(source_dsn(ctx, src), src.name)
+        prefix = names.internal_topic_prefix(src.name)
+        for topic in kafka.topics():   # the source's own _cdc.* change topics and heartbeats
+            if topic.startswith(prefix) or topic == names.heartbeat_topic(src.name):
+                kafka.delete_topic(topic)
+    if drop_data:
+        use_pinot, _ = pinot_enabled(ctx)
+        if use_pinot:
+            progress(f"pinot: dropping table and schema {name}")
+            ctx.controller.delete_table(name)
+            ctx.controller.delete_schema(name)
+        kafka.delete_topic(names.flat_topic(name))
+        kafka.delete_topic(names.change_topic(src.name, spec.schema_name, spec.table_name))
+    ctx.registry.remove_mirror(name)
+    ctx.registry.record_event(name, "removed", "drop-data" if drop_data else None)
+    progress(f"mirror {name} removed")

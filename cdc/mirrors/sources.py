@@ -1,0 +1,189 @@
+"""Sources: Postgres databases that mirrors read from, and their passwords.
+
+A source's password never enters the registry, a connector config, a log or an API answer:
+it lives in STATE_DIR/secrets/<source>.properties (0600, in a 0700 folder), which Kafka
+Connect's FileConfigProvider resolves from the reference ``${file:<path>:password}`` in the
+connector config, and which this service reads back for its own connections. Connection
+strings are always built with psycopg's conninfo functions, so any password (quotes,
+backslashes, blanks, non-ASCII) survives unchanged and nothing can be injected through it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from cdc.core import names
+from cdc.core.errors import ConfigError, NotFoundError
+from cdc.core.models import Source
+from cdc.core.settings import Settings
+from cdc.mirrors.context import Context
+from cdc.mirrors.registry import redact_dsn
+from cdc.postgres import catalog
+
+
+# ---------------------------------------------------------------- the secrets file
+
+def _secrets_dir(s: Settings) -> Path:
+    d = s.state_dir / "secrets"
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return d
+
+
+def secret_file(s: Settings, source: str) -> Path:
+    return _secrets_dir(s) / f"{source}.properties"
+
+
+def escape_property(value: str) -> str:
+    """A value as java.util.Properties reads it back unchanged: backslash escapes, control
+    characters and non-ASCII as \\uXXXX (valid whatever charset the reader assumes), and a
+    leading blank kept (Properties strips leading whitespace of a value)."""
+    out = []
+    for i, ch in enumerate(value):
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == " " and i == 0:
+            out.append("\\ ")
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        else:
+            for unit in (ch.encode("utf-16-be")[j:j + 2] for j in range(0, len(ch.encode("utf-16-be")), 2)):
+                out.append("\\u%04x" % int.from_bytes(unit, "big"))
+    return "".join(out)
+
+
+def unescape_property(text: str) -> str:
+    """Inverse of escape_property (the subset of Properties escapes it writes)."""
+    units: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            if nxt == "u":
+                units.append(chr(int(text[i + 2:i + 6], 16)))
+                i += 6
+                continue
+            units.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
+            i += 2
+            continue
+        units.append(ch)
+        i += 1
+    return "".join(units).encode("utf-16-be", "surrogatepass").decode("utf-16-be")
+
+
+def write_password(s: Settings, source: str, password: str) -> Path:
+    """Store the password 0600; the mode is set on every write, also for an existing file."""
+    f = secret_file(s, source)
+    data = "password=" + escape_property(password) + "\n"
+    if f.exists() and f.read_text() == data:
+        os.chmod(f, 0o600)
+        return f
+    tmp = f.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, f)
+    return f
+
+
+def read_password(s: Settings, source: str) -> str | None:
+    f = secret_file(s, source)
+    if not f.exists():
+        return None
+    for line in f.read_text().splitlines():
+        if line.startswith("password="):
+            return unescape_property(line[len("password="):])
+    return None
+
+
+def password_ref(ctx: Context, src: Source) -> str | None:
+    """The connector's database.password: a FileConfigProvider reference, never the value."""
+    f = secret_file(ctx.settings, src.name)
+    return f"${{file:{f}:password}}" if f.exists() else None
+
+
+# ---------------------------------------------------------------- sources
+
+def source_from_dsn(name: str, dsn: str) -> Source:
+    try:
+        parts = conninfo_to_dict(dsn)
+        port = int(parts.get("port") or 5432)
+    except Exception as exc:
+        raise ConfigError(f"source {name}: the DSN cannot be parsed ({type(exc).__name__})",
+                          hint="use postgresql://USER@HOST:PORT/DBNAME (give the password with --password-env, "
+                               "--password-file or --password-prompt)") from None
+    return Source(name=name, dsn=redact_dsn(dsn),
+                  database=str(parts.get("dbname") or parts.get("user") or "postgres"),
+                  host=str(parts.get("host") or "127.0.0.1"), port=port,
+                  user=str(parts.get("user") or "postgres"), has_password=bool(parts.get("password")))
+
+
+def with_password(dsn: str, password: str | None) -> str:
+    """The DSN with this password set (or the DSN's own kept when None), built by libpq's rules."""
+    return make_conninfo(dsn, password=password) if password is not None else make_conninfo(dsn)
+
+
+def add_source(ctx: Context, name: str, dsn: str, password: str | None = None) -> Source:
+    """Register a Postgres database. `password` (from an environment variable, a file or a
+    prompt) wins over one inside the DSN. Nothing is stored unless a connection works."""
+    names.check_source_name(name)
+    if name == names.DEFAULT_SOURCE:
+        raise ConfigError("the source name 'default' is reserved for CDC_POSTGRES_DSN (or the local stack)",
+                          hint="choose another name")
+    full = with_password(dsn, password)
+    src = source_from_dsn(name, full)
+    with catalog.connect(full) as conn:      # reachable and the credentials work
+        conn.execute("select 1")
+    secret = conninfo_to_dict(full).get("password")
+    if secret:
+        write_password(ctx.settings, name, str(secret))
+    else:
+        secret_file(ctx.settings, name).unlink(missing_ok=True)
+    return ctx.registry.add_source(src)
+
+
+def remove_source(ctx: Context, name: str) -> bool:
+    """Forget a source and its stored password (refused while mirrors use it)."""
+    removed = ctx.registry.remove_source(name)
+    secret_file(ctx.settings, name).unlink(missing_ok=True)
+    return removed
+
+
+def source_dsn(ctx: Context, src: Source) -> str:
+    """Full DSN (with password) for our own Postgres connections; never stored or shown."""
+    if src.name == names.DEFAULT_SOURCE:
+        return ctx.settings.source_dsn()
+    return with_password(src.dsn, read_password(ctx.settings, src.name))
+
+
+def ensure_default_source(ctx: Context) -> Source:
+    """The default source is CDC_POSTGRES_DSN (or the local stack's Postgres). Its password,
+    if the DSN has one, is (re)written to the secrets file for Connect on every call, so a
+    changed password in the settings reaches the connector."""
+    dsn = ctx.settings.source_dsn()
+    password = conninfo_to_dict(dsn).get("password")
+    if password:
+        write_password(ctx.settings, names.DEFAULT_SOURCE, str(password))
+    else:
+        secret_file(ctx.settings, names.DEFAULT_SOURCE).unlink(missing_ok=True)
+    fresh = source_from_dsn(names.DEFAULT_SOURCE, dsn)
+    existing = ctx.registry.get_source(names.DEFAULT_SOURCE)
+    if existing == fresh:
+        return existing
+    return ctx.registry.put_source(fresh)
+
+
+def get_source(ctx: Context, name: str) -> Source:
+    if name == names.DEFAULT_SOURCE:
+        return ensure_default_source(ctx)
+    src = ctx.registry.get_source(name)
+    if src is None:
+        known = ", ".join(s.name for s in ctx.registry.list_sources()) or "none"
+        raise NotFoundError(f"unknown source {name!r} (known: {known})", hint="add it: cdc source add NAME --dsn ...")
+    return src

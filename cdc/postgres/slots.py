@@ -1,0 +1,47 @@
+"""The source's replication slot and publication: how much WAL the slot holds, and dropping
+both when the last mirror of a source goes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from cdc.core import names
+from cdc.core.errors import CdcError
+from cdc.postgres import catalog
+
+
+def wal_retained(dsn: str, source: str) -> int | None:
+    """Bytes of WAL Postgres keeps for the source's slot; None when the slot does not exist."""
+    with catalog.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                           "FROM pg_replication_slots WHERE slot_name = %s", (names.slot_name(source),)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def drop_slot_when_idle(conn: psycopg.Connection[Any], slot: str, timeout: float = 60.0) -> bool:
+    """Drop a replication slot once no walsender uses it (a just-deleted connector may still
+    hold it for a moment). True when the slot is gone, False if still active at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        if row is None:
+            return True
+        if not row[0]:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def drop_slot_and_publication(dsn: str, source: str, timeout: float = 60) -> None:
+    slot, pub = names.slot_name(source), names.publication_name(source)
+    with catalog.connect(dsn) as conn:
+        if not drop_slot_when_idle(conn, slot, timeout):
+            raise CdcError(f"replication slot {slot} is still in use after the connector was deleted",
+                           hint=f"drop it when idle: SELECT pg_drop_replication_slot('{slot}')")
+        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
