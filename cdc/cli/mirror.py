@@ -42,8 +42,33 @@ def _ctx() -> service.Context:
     return service.context()
 
 
+def _password(a: argparse.Namespace) -> str | None:
+    """The password from --password-env, --password-file or --password-prompt (never argv)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from cdc.core.errors import ConfigError
+    if a.password_env:
+        if a.password_env not in os.environ:
+            raise ConfigError(f"environment variable {a.password_env} is not set", hint="export it, then retry")
+        return os.environ[a.password_env]
+    if a.password_file:
+        try:
+            return Path(a.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the password file {a.password_file}: {exc.strerror}",
+                              hint="give a readable file holding only the password") from None
+    if a.password_prompt:
+        import getpass
+        if not sys.stdin.isatty():
+            return sys.stdin.readline().rstrip("\r\n")
+        return getpass.getpass(f"password for source {a.name}: ")
+    return None
+
+
 def cmd_source_add(a: argparse.Namespace) -> int:
-    src = service.add_source(_ctx(), a.name, a.dsn)
+    src = service.add_source(_ctx(), a.name, a.dsn, password=_password(a))
     print(f"source {src.name}: {src.dsn}")
     return 0
 
@@ -78,7 +103,8 @@ def cmd_mirror_plan(a: argparse.Namespace) -> int:
 
 def cmd_mirror_add(a: argparse.Namespace) -> int:
     schema, table = _split_table(a.table)
-    rec = service.add_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key)
+    rec = service.add_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key,
+                             replica_identity_full=a.replica_identity_full)
     print(rec.name)
     return 0
 
@@ -133,6 +159,21 @@ def cmd_mirror_verify(a: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _op(fn_name: str, a: argparse.Namespace) -> int:
+    from cdc.mirrors import ops
+    result = getattr(ops, fn_name)(_ctx(), a.name)
+    print(json.dumps({"name": a.name, "action": a.mc, "result": result}, default=str) if a.json else
+          f"mirror {a.name}: {a.mc} done{f' ({result})' if result else ''}")
+    return 0
+
+
+def cmd_source_remove(a: argparse.Namespace) -> int:
+    removed = service.remove_source(_ctx(), a.name)
+    print(json.dumps({"name": a.name, "removed": removed}) if a.json else
+          f"source {a.name}: {'removed' if removed else 'was not registered'}")
+    return 0
+
+
 def cmd_query(a: argparse.Namespace) -> int:
     cols, rows = service.query(_ctx(), a.sql)
     print(json.dumps([dict(zip(cols, r)) for r in rows], default=str) if a.json else _table(cols, rows))
@@ -143,9 +184,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = sub.add_parser("source", help="Postgres databases to mirror from").add_subparsers(dest="sc", required=True)
     p = src.add_parser("add", help="register a database (one connector and one replication slot each)")
     p.add_argument("name")
-    p.add_argument("--dsn", required=True, help="postgresql://USER[:PASSWORD]@HOST:PORT/DB")
+    p.add_argument("--dsn", required=True,
+                   help="postgresql://USER@HOST:PORT/DB (or key=value); a password here is visible in the "
+                        "process list: prefer one of the --password-* options")
+    pw = p.add_mutually_exclusive_group()
+    pw.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
+    pw.add_argument("--password-file", metavar="FILE", help="read the password from this file (one line)")
+    pw.add_argument("--password-prompt", action="store_true",
+                    help="ask for the password (reads one line from stdin when it is not a terminal)")
     p.set_defaults(func=cmd_source_add)
     src.add_parser("list").set_defaults(func=cmd_source_list)
+    p = src.add_parser("remove", help="forget a source and its stored password (refused while mirrors use it)")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_source_remove)
 
     m = sub.add_parser("mirror", help="Pinot mirrors of Postgres tables").add_subparsers(dest="mc", required=True)
     for verb, fn, helptext in (("plan", cmd_mirror_plan, "print the three generated artifacts; change nothing"),
@@ -158,6 +210,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="key columns for a table without a primary key (needs REPLICA IDENTITY FULL)")
         if verb == "plan":
             p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("--replica-identity-full", action="store_true",
+                           help="with --key on a table without primary key: run ALTER TABLE ... REPLICA "
+                                "IDENTITY FULL so UPDATE/DELETE events carry the whole old row (more WAL)")
         p.set_defaults(func=fn)
     p = m.add_parser("list")
     p.add_argument("--json", action="store_true")
@@ -178,6 +234,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settle-timeout", type=float, default=60.0,
                    help="seconds to re-check keys that differ while changes are in flight")
     p.set_defaults(func=cmd_mirror_verify)
+
+    for verb, fn_name, helptext in (
+            ("pause", "pause_mirror", "stop the Flink job with a savepoint; the change topic keeps filling"),
+            ("resume", "resume_mirror", "restart the Flink job from its pause savepoint"),
+            ("resync", "resync_mirror", "re-snapshot the table into the mirror (Debezium incremental snapshot)"),
+            ("restore", "restore_job", "restart a failed or missing Flink job from its newest checkpoint")):
+        p = m.add_parser(verb, help=helptext)
+        p.add_argument("name")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=lambda a, fn_name=fn_name: _op(fn_name, a))
 
     p = sub.add_parser("demo", help="stack up, a demo table, its mirror, a query before/after a live change")
     p.add_argument("--rows", type=int, default=1000)

@@ -196,7 +196,7 @@ class ConnectClient:
                 if last.failed:
                     raise PermanentRemoteError(self.http.label, f"connector {name} FAILED",
                                                body=last.failure_summary(),
-                                               hint=f"Inspect with `cdc status`; fix, then restart the connector {name}.")
+                                               hint=f"Inspect with `cdc stack logs connect`; fix, then restart the connector {name}.")
             if self.http.clock() >= deadline:
                 state = "not registered" if last is None else \
                     f"{last.state}, tasks {[t.state for t in last.tasks] or 'none yet'}"

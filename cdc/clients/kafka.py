@@ -37,6 +37,19 @@ class KafkaAdmin:
             raise PermanentRemoteError(self.system, f"cannot create topic {name}: {exc}") from None
         return True
 
+    def end_offsets(self, name: str) -> dict[int, int]:
+        """partition -> offset of the next record (the high watermark)."""
+        from confluent_kafka import Consumer, TopicPartition
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "cdc-admin-offsets", "log_level": 0,
+                      "enable.auto.commit": False})
+        try:
+            parts = c.list_topics(name, timeout=self.timeout).topics[name].partitions
+            return {p: c.get_watermark_offsets(TopicPartition(name, p), timeout=self.timeout)[1] for p in parts}
+        except KafkaException as exc:
+            raise UnreachableError(self.system, f"offsets of {name}: {exc}") from None
+        finally:
+            c.close()
+
     def delete_topic(self, name: str) -> bool:
         if name not in self.topics():
             return False

@@ -3,6 +3,7 @@
     check(pairs)                   -> what a Pinot controller says of (schema, table config)
     upsert_rows(schema, table, rs) -> the rows a query of the REALTIME FULL-upsert table would
                                       see after consuming records rs, plus a summary
+    query(schema, table, rs, sql)  -> the broker response to `sql` over those same segments
 
 The engine is the Java program in pinot_engine/, built into the artifact cache on first use
 (cdc.stack.pinot_engine). It speaks JSON lines on stdin/stdout; records are streamed to it
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +26,9 @@ from typing import IO, Any
 from cdc.core.errors import CdcError, StackError
 from cdc.core.settings import get_settings
 from cdc.stack import pinot_engine as recipe
+
+
+_ERROR_PREFIX = "pinot-engine error: "   # Main.ERROR_PREFIX: the engine's one-line failure reason
 
 
 class PinotEngineError(CdcError):
@@ -93,15 +98,8 @@ class PinotEngine:
         lists for multi-value columns, BIG_DECIMAL as plain text, BYTES as hex."""
         rows: list[dict[str, Any]] = []
         summary: dict[str, Any] | None = None
-        with tempfile.TemporaryDirectory(prefix="cdc-pinot-engine-") as tmp:
-            sf, tf = Path(tmp) / "schema.json", Path(tmp) / "table.json"
-            sf.write_text(json.dumps(schema))
-            tf.write_text(json.dumps(table))
-            args = ["upsert", "--schema", str(sf), "--table", str(tf)]
-            if rows_per_segment:
-                args += ["--rows-per-segment", str(rows_per_segment)]
-            lines = (json.dumps({"partition": p, "offset": o, "value": v}) for p, o, v in records)
-            for out in self._run(args, lines):
+        with _table_files(schema, table) as files:
+            for out in self._run(["upsert", *files, *_segment_args(rows_per_segment)], _record_lines(records)):
                 if "row" in out:
                     rows.append(out["row"])
                 else:
@@ -109,6 +107,20 @@ class PinotEngine:
         if summary is None:
             raise PinotEngineError("the Pinot engine ended without a summary line")
         return rows, summary
+
+    def query(self, schema: dict[str, Any], table: dict[str, Any],
+              records: Iterable[tuple[int, int, dict[str, Any]]], sql: str, *,
+              rows_per_segment: int | None = None) -> dict[str, Any]:
+        """Consume `records` as upsert_rows does, then answer `sql` with Pinot's single-stage
+        query engine (server plan + broker reduce); returns the broker's JSON response.
+        Prefix the SQL with "SET enableNullHandling=true; " to see NULLs as a client would."""
+        with _table_files(schema, table) as files:
+            args = ["query", *files, "--sql", sql, *_segment_args(rows_per_segment)]
+            out = list(self._run(args, _record_lines(records)))
+        if len(out) != 1 or "response" not in out[0]:
+            raise PinotEngineError(f"the Pinot engine answered off-protocol: {str(out)[:300]}")
+        response: dict[str, Any] = out[0]["response"]
+        return response
 
     def version(self) -> str:
         return str(list(self._run(["version"], iter(())))[0]["pinot"])
@@ -142,10 +154,30 @@ class PinotEngine:
                 rc = proc.wait()
             if rc != 0:
                 err.seek(0)
-                tail = err.read()[-2000:].strip()
-                raise PinotEngineError(f"the Pinot engine ({args[0]}) exited with {rc}: {tail}")
+                text = err.read()
+                said = [ln[len(_ERROR_PREFIX):] for ln in text.splitlines() if ln.startswith(_ERROR_PREFIX)]
+                raise PinotEngineError(f"the Pinot engine ({args[0]}) failed (exit {rc}): "
+                                       + (said[0] if said else text[-2000:].strip()))
             if failure and not isinstance(failure[0], BrokenPipeError):
                 raise PinotEngineError(f"feeding the Pinot engine failed: {failure[0]!r}")
+
+
+@contextmanager
+def _table_files(schema: dict[str, Any], table: dict[str, Any]) -> Iterator[list[str]]:
+    """--schema F --table F arguments, the files living as long as the context."""
+    with tempfile.TemporaryDirectory(prefix="cdc-pinot-engine-") as tmp:
+        sf, tf = Path(tmp) / "schema.json", Path(tmp) / "table.json"
+        sf.write_text(json.dumps(schema))
+        tf.write_text(json.dumps(table))
+        yield ["--schema", str(sf), "--table", str(tf)]
+
+
+def _segment_args(rows_per_segment: int | None) -> list[str]:
+    return ["--rows-per-segment", str(rows_per_segment)] if rows_per_segment else []
+
+
+def _record_lines(records: Iterable[tuple[int, int, dict[str, Any]]]) -> Iterator[str]:
+    return (json.dumps({"partition": p, "offset": o, "value": v}) for p, o, v in records)
 
 
 def _feed(stdin: IO[str], lines: Iterator[str], failure: list[BaseException]) -> None:

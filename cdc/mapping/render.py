@@ -154,7 +154,7 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
     del kafka_bootstrap
     if password_ref is not None and not _PASSWORD_REF.match(password_ref):
         raise ConfigError("database.password must be a config-provider reference like ${file:/path:key}, "
-                          "never a clear password", hint="store the password with `cdc secrets` and pass its reference")
+                          "never a clear password", hint="register the source with `cdc source add NAME --dsn DSN --password-prompt`: the password is then stored and passed by reference")
     if source.has_password and password_ref is None:
         raise ConfigError(f"source {source.name!r} needs a password but no reference was given",
                           hint="store the password in the Connect worker's secrets file and pass its reference")

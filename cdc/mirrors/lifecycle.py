@@ -163,7 +163,12 @@ def send_snapshot_signal(ctx: Context, src: Source, tables: list[str]) -> str:
 
 
 def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
-               key: list[str] | None = None, progress: Progress = _say) -> MirrorRecord:
+               key: list[str] | None = None, replica_identity_full: bool = False,
+               progress: Progress = _say) -> MirrorRecord:
+    """Create the mirror. replica_identity_full: the user accepts ALTER TABLE ... REPLICA
+    IDENTITY FULL on a --key table (done only when preflight says it is what is missing)."""
+    if replica_identity_full and key:
+        _accept_replica_identity_full(ctx, source, schema, table, key, progress)
     plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key)
     spec, src = plan.spec, plan.source
     existing = ctx.registry.get_mirror(spec.name)
@@ -231,6 +236,16 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
 
 
 # -- remove ------------------------------------------------------------------------------
+
+def _accept_replica_identity_full(ctx: Context, source: str, schema: str, table: str, key: list[str],
+                                  progress: Progress) -> None:
+    src = get_source(ctx, source)
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        info = catalog.introspect(conn, schema, table)
+        if info.replica_identity != "full" and not info.primary_key:
+            progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
+            catalog.set_replica_identity_full(conn, schema, table)
+
 
 def get_mirror(ctx: Context, name: str) -> MirrorRecord:
     rec = ctx.registry.get_mirror(name)

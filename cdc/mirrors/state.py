@@ -104,3 +104,19 @@ def diff(expected: Rows, actual: Rows, samples: int = 5) -> dict[str, Any]:
     return {"missing": len(missing), "extra": len(extra), "differing": len(differing),
             "samples": {"missing": missing[:samples], "extra": extra[:samples],
                         "differing": [(k, expected[k], actual[k]) for k in differing[:samples]]}}
+
+
+def read_mirror(ctx: Any, name: str) -> tuple[Rows, str]:
+    """The mirror's current rows (canonical, by key) and what read them. A Pinot server when
+    one runs; else the flat topic (Pinot's input) under Pinot's upsert rule."""
+    from cdc.core import names
+    from cdc.mirrors import service
+    from cdc.postgres import catalog
+    rec = service.get_mirror(ctx, name)
+    spec = rec.spec
+    with catalog.connect(service.source_dsn(ctx, service.get_source(ctx, spec.source))) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    if service.pinot_enabled(ctx)[0]:
+        return pinot_rows(ctx.broker.query, name, info, spec.key_columns), "Pinot server"
+    return (flat_topic_rows(ctx.settings.kafka_bootstrap, names.flat_topic(name), info, spec.key_columns),
+            "flat topic read with Pinot's upsert rule (no Pinot server here)")

@@ -361,6 +361,11 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
     problems = [(f"--key column {quote_ident(k)} is nullable; a key must never be NULL",
                  f"ALTER TABLE {name} ALTER COLUMN {quote_ident(k)} SET NOT NULL;")
                 for k in key_columns if names[k].nullable]
+    if set(key_columns) != set(info.primary_key) and not _unique_index_within(conn, oid, key_columns):
+        cols = ", ".join(quote_ident(k) for k in key_columns)
+        problems.append((f"--key ({cols}) is not backed by a unique index on {name}: rows with equal keys "
+                         "would silently collapse into one mirror row",
+                         f"CREATE UNIQUE INDEX ON {name} ({cols});  (or choose key columns a unique index covers)"))
     keys, ident = set(key_columns), info.replica_identity
     covered = set(info.primary_key) if ident == "default" else set()
     if ident == "index":
@@ -378,6 +383,20 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
         problems.append((what, f"accept REPLICA IDENTITY FULL (cdc runs `ALTER TABLE {name} REPLICA IDENTITY FULL;`)"
                                " or run it yourself; UPDATE/DELETE then log the whole old row (more WAL)"))
     return problems
+
+
+def _unique_index_within(conn: psycopg.Connection[Any], oid: int, key_columns: list[str]) -> bool:
+    """True when a valid, non-partial unique index (or constraint) has all its columns
+    (no expressions) among key_columns: then no two rows can share the key."""
+    with _translated(conn), conn.cursor() as cur:
+        rows = cur.execute(
+            """SELECT array_agg(a.attname::text) FROM pg_index i
+               CROSS JOIN LATERAL unnest(i.indkey::int2[]) AS k(attnum)
+               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+               WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                 AND i.indexprs IS NULL
+               GROUP BY i.indexrelid""", (oid,)).fetchall()
+    return any(cols and None not in cols and set(cols) <= set(key_columns) for (cols,) in rows)
 
 
 def _type_problems(info: TableInfo) -> list[tuple[str, str]]:

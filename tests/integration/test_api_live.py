@@ -35,7 +35,7 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5433/postgres"
 DB, SOURCE = "h_api", "h_api"
 DSN = f"postgresql://postgres@127.0.0.1:5433/{DB}"
 TABLE = "api_items"
-MIRROR = f"{SOURCE}__public_{TABLE}"
+MIRROR = names.mirror_name("public", TABLE, SOURCE)
 PASSWORD = "pw-" + secrets.token_hex(8)
 
 
@@ -71,7 +71,7 @@ def _remove_leftovers(ctx: service.Context) -> None:
         ctx.connect.delete(names.connector_name(SOURCE))
     for job in ctx.jobmanager.jobs():
         info = ctx.jobmanager.job(job.id) or {}
-        if str(info.get("name", "")).startswith(f"cdc-mirror-{SOURCE}__") and job.state == "RUNNING":
+        if str(info.get("name", "")).startswith(names.flink_pipeline(MIRROR)) and job.state == "RUNNING":
             ctx.jobmanager.cancel(job.id)
     with psycopg.connect(DSN, autocommit=True) as conn:
         deadline = time.monotonic() + 60
@@ -204,10 +204,15 @@ def test_mirror_lifecycle_through_rest(server: tuple[str, dict[str, str], Settin
 
         st = requests.get(f"{url}/mirrors/{MIRROR}/status", headers=auth, timeout=30).json()
         assert st["connector"]["state"] == "RUNNING" and st["flink_job"]["state"] == "RUNNING", st
+        job_id_now = st["flink_job"]["id"]
         events = requests.get(f"{url}/events", params={"mirror": MIRROR}, headers=auth, timeout=30).json()
         assert [e["action"] for e in events][-1] == "created"
         metrics = requests.get(f"{url}/metrics", headers=auth, timeout=30)
-        assert metrics.status_code == 200 and "cdc_" in metrics.text
+        assert metrics.status_code == 200, metrics.text
+        job_line = (f'cdc_flink_job_state{{mirror="{MIRROR}",source="{SOURCE}",job_id="{job_id_now}",'
+                    f'state="RUNNING"}} 1')
+        assert job_line in metrics.text and \
+            f'cdc_mirror_state{{mirror="{MIRROR}",source="{SOURCE}",state="running"}} 1' in metrics.text, metrics.text
 
         job_id = requests.get(f"{url}/mirrors/{MIRROR}", headers=auth, timeout=30).json()["flink_job_id"]
         r = requests.delete(f"{url}/mirrors/{MIRROR}", params={"drop_data": "true"}, headers=auth, timeout=300)

@@ -26,11 +26,13 @@ DSN = os.environ.get("CDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5433/po
 REPLICA_DSN = os.environ.get("CDC_TEST_PG_REPLICA_DSN")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _postgres_up(stack: dict) -> None:
+    """The stack's Postgres is brought up (never skipped: a missing Postgres fails the run)."""
+
+
 def _connect(dsn: str) -> psycopg.Connection[Any]:
-    try:
-        return catalog.connect(dsn, connect_timeout=5)
-    except UnreachableError as e:
-        pytest.skip(f"no Postgres for integration tests ({e.message}); set CDC_TEST_PG_DSN")
+    return catalog.connect(dsn, connect_timeout=5)
 
 
 @pytest.fixture(autouse=True)

@@ -101,17 +101,8 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     settings = Settings(registry_path=tmp_path_factory.mktemp("rec") / "r.db")
-    probe = service.context(settings)
-    try:
-        probe.connect.list_connectors()
-        probe.jobmanager.overview()
-        probe.gateway.info()
-    except RemoteError as exc:
-        pytest.skip(f"local stack not running: {exc.message}")
-    finally:
-        probe.close()
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone() is None:
             admin.execute(f"CREATE DATABASE {DB}")
@@ -236,22 +227,38 @@ def test_pause_resume_resync(live: Live) -> None:
     assert _restored_from(live, new) == savepoint
     ev = live.ctx.registry.list_events(live.name)[0]
     assert ev.action == "resumed" and f"from savepoint {savepoint}" in (ev.reason or "")
+    _wait("flat topic == postgres before the resync", live.converged, 120, poll=2)
+    # Make the mirror wrong in a way only a resync repairs: a corrupt version of one row,
+    # with a __seq above every change so far (but below any event the resync will emit).
+    _corrupt_one_row(live)
+    assert not live.converged(), "the corrupt record should make the mirror differ from Postgres"
     sig = ops.resync_mirror(live.ctx, live.name)
     assert live.ctx.registry.list_events(live.name)[0].action == "resync" and sig
-    _wait("flat topic == postgres", live.converged, 120, poll=2)
+    _wait("flat topic == postgres after the resync", live.converged, 120, poll=2)
+
+
+def _corrupt_one_row(live: Live) -> None:
+    from confluent_kafka import Producer
+
+    from cdc.clients.kafka import KafkaAdmin
+    change = names.change_topic(DB, "public", live.table)
+    seq = KafkaAdmin(live.settings.kafka_bootstrap).end_offsets(change)[0]
+    key = live.pg.execute(f"SELECT id, n FROM public.{live.table} ORDER BY id LIMIT 1").fetchone()
+    assert key is not None
+    value = {"id": key[0], "v": "CORRUPT", "n": key[1] + 1000, "__deleted": False, "__seq": seq,
+             "__source_ts_ms": 0, "__op": "u"}
+    p = Producer({"bootstrap.servers": live.settings.kafka_bootstrap})
+    p.produce(names.flat_topic(live.name), key=json.dumps({"id": key[0]}), value=json.dumps(value))
+    assert p.flush(10) == 0
 
 
 def test_freshness_probe(live: Live) -> None:
-    """measure_freshness once the connector captures _cdc.freshness. Until render_connector
-    adds it, this test adds it to OUR connector's include list itself (what render must do)."""
+    """measure_freshness: the connector captures _cdc.freshness (render puts it in the include list)."""
     from cdc.observe import metrics
     cname = names.connector_name(DB)
     live.pg.execute("CREATE TABLE IF NOT EXISTS _cdc.freshness (id int PRIMARY KEY, committed_at timestamptz NOT NULL)")
     cfg = live.ctx.connect.get_config(cname)
-    assert cfg is not None
-    if "freshness" not in cfg["table.include.list"]:
-        cfg["table.include.list"] += r",^_cdc\.freshness$"
-        live.ctx.connect.put_config(cname, cfg)
+    assert cfg is not None and r"^_cdc\.freshness$" in cfg["table.include.list"].split(","), cfg
     _wait("connector RUNNING with _cdc.freshness", lambda: any(
         "freshness" in str(t.get("config", {}).get("table.include.list", ""))
         for t in live.ctx.connect.http.get(f"/connectors/{cname}/tasks") or [])

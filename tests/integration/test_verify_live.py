@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5433/postgres"
 DB, SOURCE, TABLE = "h_ver", "h_ver", "ver_t"
 DSN = f"postgresql://postgres@127.0.0.1:5433/{DB}"
-MIRROR = f"{SOURCE}__public_{TABLE}"
+MIRROR = names.mirror_name("public", TABLE, SOURCE)
 ROWS = 5000
 
 
