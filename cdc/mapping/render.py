@@ -201,27 +201,28 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
     """Statements (SET, DROP/CREATE TEMPORARY TABLE x2, INSERT) for the SQL Gateway, in order."""
     mappings = map_table(table)
     keys = key_columns(spec, table)
-    bad = [k for k in keys if ";" in k]
+    bad = [m.name for m in mappings if m.column in keys and ";" in m.name]
     if bad:
         raise ConfigError(f"key column(s) {bad} contain ';', which Flink's key.fields cannot express",
                           hint="rename the column or choose other key columns")
     row_fields = ", ".join(f"{flink_ident(m.column)} {m.flink_row_type}" for m in mappings)
-    out_columns = [{"name": flink_ident(m.column), "type": m.flink_type,
+    out_columns = [{"name": flink_ident(m.name), "src": flink_ident(m.column), "type": m.flink_type,
                     "expr": m.expr(f"`raw`.{flink_ident(m.column)}")} for m in mappings]
+    mirror_keys = [m.name for k in keys for m in mappings if m.column == k]
     text = _render(
         "flink_sql/mirror.sql.j2",
         pipeline_name=flink_str(names.flink_pipeline(spec.name)), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
         change_table=flink_ident(f"cdc_change__{spec.name}"), flat_table=flink_ident(f"cdc_flat__{spec.name}"),
         row_fields=row_fields, out_columns=out_columns, change_topic=flink_str(change_topic),
         flat_topic=flink_str(flat_topic), kafka_bootstrap=flink_str(kafka_bootstrap),
-        group_id=flink_str(group_id), key_fields=flink_str(";".join(keys)))
+        group_id=flink_str(group_id), key_fields=flink_str(";".join(mirror_keys)))
     return [s.strip() for s in text.split(STATEMENT_SEPARATOR) if s.strip()]
 
 
 # ---------------------------------------------------------------- Pinot
 
 def _field_spec(m: TypeMapping, nullable: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"name": m.column, "dataType": m.pinot_type}
+    spec: dict[str, Any] = {"name": m.name, "dataType": m.pinot_type}
     if not m.single_value:
         spec["singleValueField"] = False
     if m.pinot_type == "STRING":
@@ -252,7 +253,8 @@ def render_pinot_schema(spec: MirrorSpec, table: TableInfo) -> dict[str, Any]:
              {"name": "__op", "dataType": "STRING", "notNull": True}]
     dts.append({"name": "__source_ts_ms", "dataType": "LONG", "notNull": True,
                 "format": "EPOCH|MILLISECONDS|1", "granularity": "1:MILLISECONDS"})
-    text = _render("pinot_tables/schema.json.j2", schema_name=spec.name, primary_key=keys,
+    text = _render("pinot_tables/schema.json.j2", schema_name=spec.name,
+                   primary_key=[m.name for k in keys for m in mappings if m.column == k],
                    dimensions=dims, metrics=metrics, datetimes=dts)
     return json.loads(text)
 

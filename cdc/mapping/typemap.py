@@ -76,9 +76,10 @@ opaque bytes). Raising beats a silently empty column in the mirror.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
+from cdc.core import names
 from cdc.core.errors import PreflightError
 from cdc.core.models import Column, TableInfo
 
@@ -171,6 +172,7 @@ class TypeMapping:
     datetime_format: str | None = None
     datetime_granularity: str | None = None
     warning: str | None = None
+    name: str = ""               # the mirror's column: flat topic field and Pinot column (map_table sets it)
 
     def expr(self, ref: str) -> str:
         """Flink SQL expression converting raw value ``ref`` (already NULL-safe) to output."""
@@ -182,9 +184,11 @@ def _identity(ref: str) -> str:
 
 
 def _numeric(ref: str) -> str:
-    # Pinot BIG_DECIMAL cannot hold NaN/Infinity: a NULL is honest, a failed row is not.
-    return (f"CASE WHEN UPPER({ref}) IN ('NAN', 'INFINITY', '-INFINITY') THEN CAST(NULL AS STRING) "
-            f"ELSE {ref} END")
+    # Pinot BIG_DECIMAL cannot hold NaN/Infinity (Debezium sends "NaN", "POSITIVE_INFINITY",
+    # "NEGATIVE_INFINITY"): a NULL is honest, a failed row is not. Anything but a decimal
+    # number becomes NULL, so no other spelling can slip through either.
+    return (f"CASE WHEN REGEXP({ref}, '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$') THEN {ref} "
+            f"ELSE CAST(NULL AS STRING) END")
 
 
 def _date(ref: str) -> str:
@@ -320,7 +324,8 @@ def map_table(table: TableInfo) -> list[TypeMapping]:
             f"{table.qualified}: {len(errors)} columns cannot be mirrored:\n  "
             + "\n  ".join(e.message for e in errors),
             hint=errors[0].hint)
-    return mappings
+    mirror_names = names.mirror_columns([m.column for m in mappings], reserved=RESERVED_COLUMNS)
+    return [replace(m, name=mirror_names[m.column]) for m in mappings]
 
 
 def check_supported(table: TableInfo) -> list[str]:

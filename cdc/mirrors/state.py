@@ -69,7 +69,7 @@ def flat_topic_rows(bootstrap: str, topic: str, table: TableInfo, key: list[str]
                 if msg.error() is not None or msg.value() is None:
                     continue
                 rec = json.loads(msg.value())
-                row = {col: canonical.flat_value(rec.get(col), maps[col]) for col in maps}
+                row = {col: canonical.flat_value(rec.get(m.name), m) for col, m in maps.items()}
                 k = tuple(row[x] for x in keys)
                 seq = int(rec["__seq"])
                 if k not in best or seq >= best[k][0]:
@@ -88,11 +88,12 @@ def pinot_rows(query, table_name: str, table: TableInfo, key: list[str] | None =
     """`query(sql) -> (columns, rows)` is a Pinot broker query function."""
     maps = mappings(table)
     keys = key_of(table, key)
-    cols = ", ".join(f'"{c}"' for c in maps)
+    cols = ", ".join(f'"{m.name}"' for m in maps.values())
+    by_name = {m.name: m for m in maps.values()}
     names, rows = query(f'SET enableNullHandling=true; SELECT {cols} FROM "{table_name}" LIMIT {limit}')
     out: Rows = {}
     for r in rows:
-        row = {c: canonical.flat_value(v, maps[c]) for c, v in zip(names, r)}
+        row = {by_name[n].column: canonical.flat_value(v, by_name[n]) for n, v in zip(names, r)}
         out[tuple(row[k] for k in keys)] = row
     return out
 

@@ -87,7 +87,7 @@ class _Table:
         return {c: canonical.pg_value(v, self.maps[c]) for c, v in zip(self.cols, rec)}
 
     def from_flat(self, rec: dict[str, Any]) -> Row:
-        return {c: canonical.flat_value(rec.get(c), self.maps[c]) for c in self.cols}
+        return {c: canonical.flat_value(rec.get(self.maps[c].name), self.maps[c]) for c in self.cols}
 
     def key(self, row: Row) -> Key:
         return tuple(row[k] for k in self.keys)
@@ -249,7 +249,7 @@ class _PinotTarget:
         self.query, self.table, self.t = query, table, t
 
     def _select(self, where: str) -> dict[Key, Row]:
-        cols = ", ".join(f'"{c}"' for c in self.t.cols)
+        cols = ", ".join(f'"{self.t.maps[c].name}"' for c in self.t.cols)
         names, rows = self.query(f'SET enableNullHandling=true; SELECT {cols} FROM "{self.table}"{where} '
                                  f'LIMIT {_PINOT_LIMIT}')
         if len(rows) >= _PINOT_LIMIT:
@@ -265,13 +265,13 @@ class _PinotTarget:
 
     def chunk(self, keys: Iterable[Key], lo: Any, hi: Any) -> dict[Key, tuple[str, Any]]:
         """Pinot rows whose first key column is in (lo, hi]; None = unbounded."""
-        conds = [f'"{self.t.keys[0]}" {op} {_pinot_literal(v)}' for op, v in ((">", lo), ("<=", hi)) if v is not None]
+        conds = [f'"{self.t.maps[self.t.keys[0]].name}" {op} {_pinot_literal(v)}' for op, v in ((">", lo), ("<=", hi)) if v is not None]
         return {k: (self.t.digest(r), None) for k, r in self._select(" WHERE " + " AND ".join(conds)
                                                                       if conds else "").items()}
 
     def current(self, suspects: dict[Key, Any]) -> dict[Key, tuple[str, Any]]:
         firsts = list({k[0] for k in suspects})
-        found = [self._select(f' WHERE "{self.t.keys[0]}" IN ({", ".join(map(_pinot_literal, firsts[i:i + _BATCH]))})')
+        found = [self._select(f' WHERE "{self.t.maps[self.t.keys[0]].name}" IN ({", ".join(map(_pinot_literal, firsts[i:i + _BATCH]))})')
                  for i in range(0, len(firsts), _BATCH)]
         return {k: (self.t.digest(r), r) for rows in found for k, r in rows.items() if k in suspects}
 

@@ -20,7 +20,7 @@ import pytest
 
 from cdc.clients.pinot_engine import ContractResult, PinotEngine
 from cdc.core import names
-from cdc.core.models import Column, MirrorSpec, TableInfo
+from cdc.core.models import Column, ColumnKind, MirrorSpec, TableInfo
 from cdc.mapping import typemap
 from cdc.mapping.render import render_pinot_schema, render_pinot_table
 
@@ -41,12 +41,11 @@ def engine() -> PinotEngine:
 
 # ---------------------------------------------------------------- artifacts
 
-def col(name: str, pg: str, *, pos: int = 0, kind: str = "base", nullable: bool = True) -> Column:
+def col(name: str, pg: str, *, pos: int = 0, kind: ColumnKind = "base", nullable: bool = True) -> Column:
     if kind == "array":
         return Column(name=name, type_name=f"{pg}[]", base_type=f"_{pg}", kind="array", element_type=pg,
                       position=pos, nullable=nullable)
-    return Column(name=name, type_name=pg, base_type=pg, kind=kind, position=pos,  # type: ignore[arg-type]
-                  nullable=nullable)
+    return Column(name=name, type_name=pg, base_type=pg, kind=kind, position=pos, nullable=nullable)
 
 
 def render(schema: str, table: str, columns: list[Column], pk: list[str], *, source: str = names.DEFAULT_SOURCE,
@@ -243,6 +242,14 @@ def test_upsert_keeps_the_highest_seq_and_hides_deleted_keys(engine: PinotEngine
     assert summary["engine"].startswith("Apache Pinot 1.5.1 in-process")
     if rows_per_segment:
         assert summary["segments"] == 5           # 10 rows in partition 0 -> 4 segments, 2 rows -> 1
+
+
+def test_a_record_pinot_cannot_ingest_is_dropped_and_counted(engine: PinotEngine) -> None:
+    schema, table = upsert_table()
+    bad = rec(9, 7, "bad") | {"id": "not a number"}
+    rows, summary = engine.upsert_rows(schema, table, [*history(), (0, 99, bad)])
+    assert len(rows) == 4 and summary["records"] == 13 and summary["errors"] == 1
+    assert "offset 99" in summary["first_error"] and "id" in summary["first_error"]
 
 
 def test_a_20kb_string_survives_untrimmed(engine: PinotEngine) -> None:
