@@ -12,7 +12,6 @@ from typing import Any
 from cdc.core import names
 from cdc.core.settings import get_settings
 from cdc.mirrors import service
-from cdc.mirrors import state as mirror_state
 from cdc.postgres import catalog
 
 DEMO_TABLE = "demo_orders"
@@ -37,23 +36,17 @@ def _postgres_agg(dsn: str) -> Agg:
 
 
 def _mirror_agg(ctx: service.Context, name: str) -> tuple[Agg, str]:
-    """(the aggregate over the mirror, what answered it)."""
-    if service.pinot_enabled(ctx)[0]:
-        sql = (f'SELECT status, COUNT(*) AS orders, SUM(amount) AS total FROM "{name}" '
-               f"GROUP BY status ORDER BY status LIMIT 100")
-        _, rows = service.query(ctx, sql)
-        return [(str(s), int(n), Decimal(str(t))) for s, n, t in rows], "Pinot server (broker SQL)"
-    rows, reader = mirror_state.read_mirror(ctx, name)
-    agg: dict[str, list[Any]] = {}
-    for row in rows.values():
-        a = agg.setdefault(row["status"], [0, Decimal(0)])
-        a[0] += 1
-        a[1] += Decimal(str(row["amount"]))
-    return [(k, v[0], v[1]) for k, v in sorted(agg.items())], reader
+    """(the aggregate over the mirror, what answered it). Pinot answers the SQL: its broker
+    where a Pinot server runs, else its query engine in-process. SUMPRECISION is Pinot's
+    exact BIG_DECIMAL sum (SUM would answer in DOUBLE)."""
+    sql = (f'SELECT status, COUNT(*) AS orders, SUMPRECISION(amount) AS total FROM "{name}" '
+           "GROUP BY status ORDER BY status LIMIT 100")
+    _, rows = service.query(ctx, sql)
+    return [(str(s), int(n), Decimal(str(t))) for s, n, t in rows], f"{service.answered_by(ctx)}: {sql}"
 
 
 def _print(title: str, mirror: Agg, reader: str, pg: Agg) -> None:
-    print(f"\n{title}\n  mirror (read by: {reader}):")
+    print(f"\n{title}\n  mirror (answered by {reader}):")
     for s, n, t in mirror:
         print(f"    status={s:<8} orders={n:<5} total={t}")
     print(f"  Postgres ({_PG_AGG}):")
@@ -102,10 +95,8 @@ def _wait(ctx: service.Context, name: str, dsn: str, timeout: float = 180) -> No
         want = conn.execute(f"SELECT count(*) FROM public.{DEMO_TABLE}").fetchone()[0]
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if service.pinot_enabled(ctx)[0]:
-            have = ctx.broker.count(name)
-        else:
-            have = len(mirror_state.read_mirror(ctx, name)[0])
+        _, rows = service.query(ctx, f'SELECT COUNT(*) FROM "{name}"')
+        have = int(rows[0][0]) if rows else 0
         _say(f"   snapshot: {have}/{want} rows in the mirror ({names.flat_topic(name)})")
         if have >= want:
             return

@@ -175,8 +175,11 @@ def cmd_source_remove(a: argparse.Namespace) -> int:
 
 
 def cmd_query(a: argparse.Namespace) -> int:
-    cols, rows = service.query(_ctx(), a.sql)
+    import sys
+    ctx = _ctx()
+    cols, rows = service.query(ctx, a.sql)
     print(json.dumps([dict(zip(cols, r)) for r in rows], default=str) if a.json else _table(cols, rows))
+    print(f"(answered by {service.answered_by(ctx)})", file=sys.stderr)
     return 0
 
 

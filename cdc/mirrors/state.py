@@ -1,30 +1,34 @@
-"""Read the current state of a mirrored table from each side, in canonical form.
+"""Read the current state of a mirrored table from each side.
 
-    postgres_rows(conn, table)            the source of truth
-    flat_topic_rows(bootstrap, topic, ..) what Pinot's FULL upsert derives from the flat
-                                          topic: per key the record with the highest
-                                          __seq wins; a winning __deleted hides the key
-    pinot_rows(broker, table, ..)         what Pinot answers
+    postgres_rows(conn, table)           the source of truth, canonical
+    pinot_rows(query, name, table)       what a Pinot server answers, canonical
+    engine_rows(bootstrap, spec, table)  what Pinot's own ingestion + FULL-upsert code makes of
+                                         the mirror's flat topic, run in-process (cdc's Pinot
+                                         engine: no server), from the schema and table config
+                                         cdc renders for the mirror, unchanged; canonical
+    read_mirror(ctx, name)               the mirror as users see it: a Pinot server when one
+                                         runs, else the in-process engine; says which
 
-Each returns {key tuple: {column: canonical value}}. flat_topic_rows applies exactly
-Pinot's upsert rule, so where Pinot itself cannot run it checks everything up to
-Pinot's input.
+Canonical rows are {key tuple: {Postgres column: canonical value}} (cdc.mapping.canonical).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from cdc.mapping import canonical
-from cdc.core.models import TableInfo
+from cdc.core import names
+from cdc.core.models import MirrorSpec, TableInfo
+from cdc.mapping import canonical, render
 from cdc.mapping.typemap import TypeMapping, map_table
 
 Rows = dict[tuple, dict[str, Any]]
+SERVER = "Pinot server"
 
 
 def mappings(table: TableInfo) -> dict[str, TypeMapping]:
@@ -48,12 +52,10 @@ def postgres_rows(conn: psycopg.Connection, table: TableInfo, key: list[str] | N
     return out
 
 
-def flat_topic_rows(bootstrap: str, topic: str, table: TableInfo, key: list[str] | None = None,
-                    timeout: float = 60.0) -> Rows:
-    """Materialise the upsert state of the flat topic up to its current end offsets."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-    maps = mappings(table)
-    keys = key_of(table, key)
+def flat_records(bootstrap: str, topic: str, timeout: float = 120.0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(partition, offset, record) of the flat topic up to the end offsets seen at the start,
+    in offset order per partition: the input a Pinot server consumes."""
+    from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdc-reader-{time.monotonic_ns()}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
     try:
@@ -61,41 +63,74 @@ def flat_topic_rows(bootstrap: str, topic: str, table: TableInfo, key: list[str]
         parts = sorted(md.topics[topic].partitions) if topic in md.topics else []
         ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
         todo = {p for p, e in ends.items() if e > 0}
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
-        best: dict[tuple, tuple[int, dict[str, Any]]] = {}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             for msg in c.consume(1000, 1.0):
-                if msg.error() is not None or msg.value() is None:
+                p = msg.partition()
+                if msg.error() is not None or p not in todo or msg.offset() >= ends[p]:
                     continue
-                rec = json.loads(msg.value())
-                row = {col: canonical.flat_value(rec.get(m.name), m) for col, m in maps.items()}
-                k = tuple(row[x] for x in keys)
-                seq = int(rec["__seq"])
-                if k not in best or seq >= best[k][0]:
-                    best[k] = (seq, {**row, "__deleted": bool(rec["__deleted"])})
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    todo.discard(msg.partition())
+                if msg.offset() + 1 >= ends[p]:
+                    todo.discard(p)
+                if msg.value() is not None:
+                    yield p, msg.offset(), json.loads(msg.value())
         if todo:
             raise TimeoutError(f"could not read {topic} to its end within {timeout}s")
     finally:
         c.close()
-    return {k: {c2: v for c2, v in row.items() if c2 != "__deleted"}
-            for k, (_, row) in best.items() if not row["__deleted"]}
 
 
-def pinot_rows(query, table_name: str, table: TableInfo, key: list[str] | None = None, limit: int = 10_000_000) -> Rows:
-    """`query(sql) -> (columns, rows)` is a Pinot broker query function."""
-    maps = mappings(table)
+def engine_raw_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows (Pinot column names, values as a Pinot query returns them) and the engine's
+    summary, from Pinot's own code consuming the mirror's flat topic."""
+    from cdc.clients import pinot_engine
+    topic = names.flat_topic(spec.name)
+    schema = render.render_pinot_schema(spec, table)
+    table_config = render.render_pinot_table(spec, table, kafka_bootstrap=bootstrap, flat_topic=topic)
+    return pinot_engine.upsert_rows(schema, table_config, flat_records(bootstrap, topic))
+
+
+def _canonical(raw: list[dict[str, Any]], table: TableInfo, key: list[str] | None) -> Rows:
+    by_name = {m.name: m for m in mappings(table).values()}
     keys = key_of(table, key)
-    cols = ", ".join(f'"{m.name}"' for m in maps.values())
-    by_name = {m.name: m for m in maps.values()}
-    names, rows = query(f'SET enableNullHandling=true; SELECT {cols} FROM "{table_name}" LIMIT {limit}')
     out: Rows = {}
-    for r in rows:
-        row = {by_name[n].column: canonical.flat_value(v, by_name[n]) for n, v in zip(names, r)}
+    for r in raw:
+        row = {by_name[n].column: canonical.flat_value(v, by_name[n]) for n, v in r.items() if n in by_name}
         out[tuple(row[k] for k in keys)] = row
     return out
+
+
+def engine_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo) -> Rows:
+    raw, _ = engine_raw_rows(bootstrap, spec, table)
+    return _canonical(raw, table, spec.key_columns)
+
+
+def engine_label(summary: dict[str, Any] | None = None) -> str:
+    """What read the mirror when no server runs, e.g. "Apache Pinot 1.5.1 in-process (...), no server"."""
+    from cdc.stack import versions
+    return str((summary or {}).get("engine") or f"Apache Pinot {versions.PINOT} engine in-process, no server")
+
+
+def pinot_rows(query: Any, table_name: str, table: TableInfo, key: list[str] | None = None,
+               limit: int = 10_000_000) -> Rows:
+    """`query(sql) -> (columns, rows)` is a Pinot broker query function."""
+    maps = mappings(table)
+    cols = ", ".join(f'"{m.name}"' for m in maps.values())
+    col_names, rows = query(f'SET enableNullHandling=true; SELECT {cols} FROM "{table_name}" LIMIT {limit}')
+    return _canonical([dict(zip(col_names, r)) for r in rows], table, key)
+
+
+def read_mirror(ctx: Any, name: str) -> tuple[Rows, str]:
+    """The mirror's current rows (canonical, by key) and what read them."""
+    from cdc.mirrors import service
+    from cdc.postgres import catalog
+    spec = service.get_mirror(ctx, name).spec
+    with catalog.connect(service.source_dsn(ctx, service.get_source(ctx, spec.source))) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    if service.pinot_enabled(ctx)[0]:
+        return pinot_rows(ctx.broker.query, name, info, spec.key_columns), SERVER
+    raw, summary = engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info)
+    return _canonical(raw, info, spec.key_columns), engine_label(summary)
 
 
 def diff(expected: Rows, actual: Rows, samples: int = 5) -> dict[str, Any]:
@@ -105,19 +140,3 @@ def diff(expected: Rows, actual: Rows, samples: int = 5) -> dict[str, Any]:
     return {"missing": len(missing), "extra": len(extra), "differing": len(differing),
             "samples": {"missing": missing[:samples], "extra": extra[:samples],
                         "differing": [(k, expected[k], actual[k]) for k in differing[:samples]]}}
-
-
-def read_mirror(ctx: Any, name: str) -> tuple[Rows, str]:
-    """The mirror's current rows (canonical, by key) and what read them. A Pinot server when
-    one runs; else the flat topic (Pinot's input) under Pinot's upsert rule."""
-    from cdc.core import names
-    from cdc.mirrors import service
-    from cdc.postgres import catalog
-    rec = service.get_mirror(ctx, name)
-    spec = rec.spec
-    with catalog.connect(service.source_dsn(ctx, service.get_source(ctx, spec.source))) as conn:
-        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
-    if service.pinot_enabled(ctx)[0]:
-        return pinot_rows(ctx.broker.query, name, info, spec.key_columns), "Pinot server"
-    return (flat_topic_rows(ctx.settings.kafka_bootstrap, names.flat_topic(name), info, spec.key_columns),
-            "flat topic read with Pinot's upsert rule (no Pinot server here)")

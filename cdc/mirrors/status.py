@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -52,13 +53,44 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
 
 
 def query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
-    use_pinot, why = pinot_enabled(ctx)
-    if not use_pinot:
-        raise ConfigError(f"Pinot is not available: {why}",
-                          hint="set CDC_PINOT_HOME or CDC_PINOT_MODE=external with the controller/broker URLs")
+    """SQL on the mirrors: through the Pinot broker where a Pinot server runs, else through
+    Pinot's own query engine in-process over segments built from the mirror's flat topic
+    (answered_by says which)."""
+    if not pinot_enabled(ctx)[0]:
+        return _engine_query(ctx, sql_text)
     from urllib.parse import urlsplit
 
     from cdc.clients.pinot import query_dbapi
     u = urlsplit(ctx.settings.broker_url)
     cols, rows = query_dbapi(u.hostname or "127.0.0.1", u.port or 8099, sql_text, scheme=u.scheme or "http")
     return cols, [list(r) for r in rows]
+
+
+def answered_by(ctx: Context) -> str:
+    from cdc.mirrors import state
+    return state.SERVER if pinot_enabled(ctx)[0] else state.engine_label()
+
+
+def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
+    from cdc.clients import pinot_engine
+    from cdc.mapping import render
+    from cdc.mirrors import state
+    from cdc.postgres import catalog
+    m = re.search(r'\bFROM\s+"?([A-Za-z0-9_]+)"?', sql_text, re.IGNORECASE)
+    if m is None:
+        raise ConfigError("cannot tell which mirror the query reads (no FROM <mirror>)",
+                          hint='write SELECT ... FROM "<mirror name>" (see `cdc mirror list`)')
+    rec = get_mirror(ctx, m.group(1))
+    spec = rec.spec
+    with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    topic = names.flat_topic(spec.name)
+    response = pinot_engine.default_engine().query(
+        render.render_pinot_schema(spec, info),
+        render.render_pinot_table(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap, flat_topic=topic),
+        state.flat_records(ctx.settings.kafka_bootstrap, topic), sql_text)
+    if response.get("exceptions"):
+        raise ConfigError(f"Pinot refused the query: {response['exceptions'][0].get('message', '')[:500]}",
+                          hint="check the SQL against Pinot's dialect; table and column names as in `cdc mirror plan`")
+    result = response.get("resultTable") or {}
+    return list(result.get("dataSchema", {}).get("columnNames", [])), [list(r) for r in result.get("rows", [])]

@@ -3,13 +3,14 @@
 Why digests in chunks: a table of millions of rows must never sit in memory as rows. Postgres
 is read by keyset pagination in key order in one REPEATABLE READ transaction (one snapshot;
 its pg_current_wal_lsn() is reported). Pinot is queried per key range of each Postgres chunk
-(on the first key column; the other key columns are part of the hashed key). The flat topic
-(when Pinot cannot run; it is exactly Pinot's input) is read once, keeping only key -> (seq,
-digest, deleted, position) under Pinot's rule: highest __seq wins, __deleted hides the key.
+(on the first key column; the other key columns are part of the hashed key). Where no Pinot
+server runs, Pinot's own ingestion and FULL-upsert code (cdc's in-process Pinot engine) consumes
+the mirror's flat topic with the schema and table config cdc renders, and the rows it would
+answer are hashed; only key -> digest is kept.
 
 Why a re-check: the snapshot and the target are read at different moments, so changes in
 flight look like differences. Every key that differs is re-read on both sides (Postgres
-fresh, the flat topic from where the first pass stopped, Pinot by key) until they agree or
+fresh, the engine over the whole topic again, Pinot by key) until they agree or
 settle_timeout expires; only keys that still differ are reported. A key that agrees at any
 moment really was mirrored, so the re-check cannot hide a wrong value that persists.
 """
@@ -20,20 +21,19 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from pydantic import BaseModel
 
 from cdc.core import names
-from cdc.mapping import canonical
-from cdc.postgres import catalog
-from cdc.mapping import render
-from cdc.mirrors import service
 from cdc.core.errors import CdcError
-from cdc.core.models import TableInfo
+from cdc.core.models import MirrorSpec, TableInfo
+from cdc.mapping import canonical, render
+from cdc.mirrors import service
+from cdc.mirrors import state as mirror_state
+from cdc.postgres import catalog
 from cdc.mapping.typemap import TypeMapping, map_table, normalize_type
 
 Key = tuple[Any, ...]
@@ -53,7 +53,7 @@ class Sample(BaseModel):
 class VerifyReport(BaseModel):
     mirror: str
     table: str
-    target: Literal["pinot", "flat-topic"]
+    target: Literal["pinot", "pinot-engine"]
     target_detail: str
     source_lsn: str
     source_rows: int
@@ -61,6 +61,7 @@ class VerifyReport(BaseModel):
     missing: int = 0
     extra: int = 0
     differing: int = 0
+    duplicates: int = 0                      # keys the target shows more than once (upsert failure)
     samples: dict[str, list[Sample]] = {}    # "missing" / "extra" / "differing" -> at most 5 each
     rechecked: int = 0                       # keys that differed in the first pass and were re-read
     recheck_attempts: int = 0
@@ -133,109 +134,49 @@ def _pg_current(dsn: str, t: _Table, keys: list[Key]) -> dict[Key, Row]:
     return out
 
 
-class _Entry(NamedTuple):
-    """The winning flat record of a key: its digest and where to read it back."""
-    seq: int
-    digest: str
-    deleted: bool
-    partition: int
-    offset: int
+class _EngineTarget:
+    """The mirror as Pinot's own ingestion and FULL-upsert code builds it from the flat topic,
+    in-process (no server): every read replays the whole topic through the engine, so a
+    re-check sees everything written since the first pass."""
 
+    def __init__(self, bootstrap: str, spec: MirrorSpec, t: _Table) -> None:
+        self.bootstrap, self.spec, self.t = bootstrap, spec, t
+        self.state: dict[Key, tuple[str, Row | None]] = {}
+        self.label = mirror_state.engine_label()
+        self.duplicates = 0
 
-def _upsert(state: dict[Key, _Entry | None], k: Key, e: _Entry) -> None:
-    """Pinot's FULL upsert rule: a record replaces the key's current one unless its __seq is lower."""
-    old = state.get(k)
-    if old is None or e.seq >= old.seq:
-        state[k] = e
-
-
-class _FlatTarget:
-    """Upsert state of the flat topic, as digests; re-checks resume where the last read ended."""
-
-    def __init__(self, bootstrap: str, topic: str, t: _Table, timeout: float = 120.0) -> None:
-        self.bootstrap, self.topic, self.t, self.timeout = bootstrap, topic, t, timeout
-        self.state: dict[Key, _Entry | None] = {}    # first pass; deleted winners kept for their __seq
-        self.tombs: dict[Key, _Entry | None] = {}    # deleted winners of keys Postgres has
-        self.pos: dict[int, int] = {}
-        self.watch: dict[Key, _Entry | None] | None = None
-
-    def _consumer(self) -> Any:
-        return Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"cdc-verify-{time.monotonic_ns()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
-
-    def _scan(self, on_record: Callable[[Key, _Entry], None]) -> int:
-        """Read from self.pos to the end offsets seen now; return the number of records."""
-        c, n, topic = self._consumer(), 0, self.topic
-        try:
-            md = c.list_topics(topic, timeout=10).topics.get(topic)
-            if md is None or md.error is not None:
-                raise CdcError(f"flat topic {topic} does not exist", hint="is the mirror running?")
-            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}
-            todo = {p for p, e in ends.items() if e > self.pos.get(p, 0)}
-            c.assign([TopicPartition(topic, p, self.pos.get(p, 0)) for p in todo])
-            deadline = time.monotonic() + self.timeout
-            while todo and time.monotonic() < deadline:
-                for msg in c.consume(1000, 1.0):
-                    p, off = msg.partition(), msg.offset()
-                    if msg.error() is not None or p not in todo or off >= ends[p]:
-                        continue                    # records past `ends` are read by the next scan
-                    if off + 1 >= ends[p]:
-                        todo.discard(p)
-                    if msg.value() is not None:
-                        n, rec = n + 1, json.loads(msg.value())
-                        row = self.t.from_flat(rec)
-                        on_record(self.t.key(row), _Entry(int(rec["__seq"]), self.t.digest(row),
-                                                          bool(rec["__deleted"]), p, off))
-            if todo:
-                raise CdcError(f"could not read flat topic {topic} to its end within {self.timeout:.0f}s")
-        finally:
-            c.close()
-        self.pos.update(ends)
-        return n
+    def _read(self, want: set[Key] | frozenset[Key] = frozenset()) -> dict[Key, tuple[str, Row | None]]:
+        """key -> (digest, the row only for keys in `want`)."""
+        raw, summary = mirror_state.engine_raw_rows(self.bootstrap, self.spec, self.t.info)
+        self.label = mirror_state.engine_label(summary)
+        out: dict[Key, tuple[str, Row | None]] = {}
+        for r in raw:
+            row = self.t.from_flat(r)
+            k = self.t.key(row)
+            out[k] = (self.t.digest(row), row if k in want else None)
+        self.duplicates = len(raw) - len(out)    # two visible rows of one key: an upsert failure
+        return out
 
     def load(self, say: Progress) -> int:
-        """One pass over the whole topic; returns the number of live keys."""
-        n = self._scan(lambda k, e: _upsert(self.state, k, e))
-        live = sum(1 for e in self.state.values() if e is not None and not e.deleted)
-        say(f"flat topic {self.topic}: {n} records, {live} live keys")
-        return live
+        self.state = self._read()
+        say(f"{self.label}: {len(self.state)} rows")
+        return len(self.state) + self.duplicates
 
     def chunk(self, keys: Iterable[Key], lo: Any, hi: Any) -> dict[Key, tuple[str, Any]]:
-        """The live entries of these keys, taken out of the state; the last chunk (hi None:
-        no upper bound) also takes every live key left, i.e. the keys Postgres lacks."""
-        out: dict[Key, tuple[str, Any]] = {}
-        for k in keys:
-            if (e := self.state.pop(k, None)) is not None and e.deleted:
-                self.tombs[k] = e
-            elif e is not None:
-                out[k] = (e.digest, e)
+        """The rows of these keys, taken out of the state; the last chunk (hi None: no upper
+        bound) also takes every row left, i.e. the keys Postgres lacks."""
+        out = {k: self.state.pop(k) for k in keys if k in self.state}
         if hi is None:
-            out.update((k, (e.digest, e)) for k, e in self.state.items() if e is not None and not e.deleted)
+            out.update(self.state)
+            self.state = {}
         return out
 
     def current(self, suspects: dict[Key, Any]) -> dict[Key, tuple[str, Any]]:
-        """Catch up from where the last read stopped; the winning entry of each suspect key
-        (a deleted winner's __seq still counts: a replayed older record must not revive it)."""
-        if self.watch is None:                           # the first pass is done: free its memory
-            self.watch = {k: ref if ref is not None else self.tombs.get(k) for k, ref in suspects.items()}
-            self.state, self.tombs = {}, {}
-        watch = self.watch
-        self._scan(lambda k, e: _upsert(watch, k, e) if k in suspects else None)
-        return {k: (e.digest, e) for k in suspects if (e := watch.get(k)) is not None and not e.deleted}
+        now = self._read(set(suspects))
+        return {k: now[k] for k in suspects if k in now}
 
     def rows(self, refs: dict[Key, Any]) -> dict[Key, Row]:
-        """Full rows of the given entries, read back at their partition/offset (samples only)."""
-        out: dict[Key, Row] = {}
-        c = self._consumer()
-        try:
-            for k, e in refs.items():
-                c.assign([TopicPartition(self.topic, e.partition, e.offset)])
-                for msg in c.consume(1, 10.0):
-                    if msg.error() is None and msg.offset() == e.offset:
-                        out[k] = self.t.from_flat(json.loads(msg.value()))
-        finally:
-            c.close()
-        return out
+        return {k: r for k, r in refs.items() if isinstance(r, dict)}
 
 
 def _pinot_literal(v: Any) -> str:
@@ -279,7 +220,7 @@ class _PinotTarget:
         return {k: r for k, r in refs.items() if isinstance(r, dict)}
 
 
-Target = _FlatTarget | _PinotTarget
+Target = _EngineTarget | _PinotTarget
 
 
 def _first_pass(conn: psycopg.Connection[Any], t: _Table, target: Target, chunk_rows: int, total: int,
@@ -348,9 +289,9 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
     use_pinot, why = service.pinot_enabled(ctx)
     topic = names.flat_topic(name)
     target: Target = _PinotTarget(ctx.broker.query, name, t) if use_pinot else \
-        _FlatTarget(ctx.settings.kafka_bootstrap, topic, t)
-    detail = f"Pinot table {name}" if use_pinot else \
-        f"flat topic {topic} with Pinot's upsert rule (Pinot itself not compared: {why})"
+        _EngineTarget(ctx.settings.kafka_bootstrap, rec.spec, t)
+    detail = f"Pinot table {name} (Pinot server)" if use_pinot else \
+        f"{mirror_state.engine_label()} over flat topic {topic} (no Pinot server: {why})"
     say(f"verify {name}: {info.qualified} vs {detail}")
     with catalog.connect(dsn, autocommit=False) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -374,11 +315,13 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
     samples = {kind: [Sample(key=list(k), source=pg_rows.get(k), target=tgt_rows.get(k)) for k in ks]
                for kind, ks in picked.items()}
     n = {kind: len(ks) for kind, ks in kinds.items()}
+    duplicates = getattr(target, "duplicates", 0)
     report = VerifyReport(
-        mirror=name, table=info.qualified, target="pinot" if use_pinot else "flat-topic", target_detail=detail, source_lsn=lsn,
+        mirror=name, table=info.qualified, target="pinot" if use_pinot else "pinot-engine", target_detail=detail, source_lsn=lsn,
         source_rows=source_rows, target_rows=target_rows, **n, samples=samples,
         rechecked=min(first, max_recheck), recheck_attempts=attempts,
-        duration_s=round(time.monotonic() - started, 3), clean=not any(n.values()))
+        duplicates=duplicates, duration_s=round(time.monotonic() - started, 3),
+        clean=not any(n.values()) and not duplicates)
     say(f"verify {name}: {'clean' if report.clean else 'DIFFERENCES'} in {report.duration_s:.1f}s")
     return report
 

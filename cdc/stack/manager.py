@@ -63,6 +63,11 @@ def up(settings: Settings, progress: Progress = _say) -> dict:
         if u.required:
             raise StackError(u.name, u.reason)
         progress(f"WARNING {u.name} is not part of this stack: {u.reason}")
+    if any(u.name == "pinot" for u in unavailable):
+        # No Pinot server here: mirrors are read through Pinot's own code in-process instead.
+        from cdc.stack import pinot_engine
+        pinot_engine.engine_home(settings.cache_dir, progress)
+        progress("pinot engine (Pinot's libraries, in-process) ready: mirrors are read through it")
     down_now = [s for s in services if s.pid() is None]
 
     def taken_ports() -> list[tuple[str, int, str]]:

@@ -31,14 +31,9 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5
 
 
 def mirror_target_rows(c: service.Context, name: str) -> mirror_state.Rows:
-    rec = service.get_mirror(c, name)
-    spec = rec.spec
-    with catalog.connect(c.settings.source_dsn()) as conn:
-        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
-    enabled, _ = service.pinot_enabled(c)
-    if enabled:
-        return mirror_state.pinot_rows(c.broker.query, name, info, spec.key_columns)
-    return mirror_state.flat_topic_rows(c.settings.kafka_bootstrap, names.flat_topic(name), info, spec.key_columns)
+    """The mirror as Pinot answers: a Pinot server where one runs, else Pinot's own ingestion
+    and upsert code in-process over the flat topic (cdc's Pinot engine)."""
+    return mirror_state.read_mirror(c, name)[0]
 
 
 def wait_in_sync(c: service.Context, name: str, timeout: float = 120.0) -> float:

@@ -123,9 +123,7 @@ def server(database: str, settings: Settings, tmp_path: Any) -> Iterator[tuple[s
 def _mirror_rows(s: Settings, info: Any) -> mirror_state.Rows:
     ctx = service.context(s)
     try:
-        if service.pinot_enabled(ctx)[0]:
-            return mirror_state.pinot_rows(ctx.broker.query, MIRROR, info)
-        return mirror_state.flat_topic_rows(s.kafka_bootstrap, names.flat_topic(MIRROR), info)
+        return mirror_state.read_mirror(ctx, MIRROR)[0]
     finally:
         ctx.close()
 

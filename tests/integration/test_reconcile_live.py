@@ -89,7 +89,7 @@ class Live:
         info = catalog.introspect(self.pg, "public", self.table)
         expected = mirror_state.postgres_rows(self.pg, info)
         try:
-            actual = mirror_state.flat_topic_rows(self.settings.kafka_bootstrap, names.flat_topic(self.name), info)
+            actual = mirror_state.read_mirror(self.ctx, self.name)[0]
         except Exception as exc:  # the shared Kafka may be restarting (leader moves): just poll again
             _say(f"flat topic not readable yet: {exc}")
             return False

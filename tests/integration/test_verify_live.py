@@ -96,7 +96,7 @@ def test_clean_after_load(mirror: tuple[service.Context, LoadGen]) -> None:
     report = verify_mirror(ctx, MIRROR, settle_timeout=60, progress=print)
     print(format_report(report))
     assert report.clean, format_report(report)
-    assert report.target == "flat-topic" and "flat topic" in report.target_detail
+    assert report.target == "pinot-engine" and "in-process" in report.target_detail and report.duplicates == 0
     assert report.source_rows > ROWS * 0.9
 
 
