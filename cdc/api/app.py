@@ -273,7 +273,7 @@ def create_mirror(body: MirrorIn, ctx: Ctx, response: Response) -> MirrorRecord:
     name = body.mirror_name()
     existed = ctx.registry.get_mirror(name) is not None
     rec = service.add_mirror(ctx, body.schema_name, body.table, source=body.source, name=name, key=body.key,
-                             progress=_progress)
+                             replica_identity_full=body.replica_identity_full, progress=_progress)
     if existed:
         response.status_code = 200
     return rec

@@ -20,7 +20,8 @@ from cdc.core import names
 from cdc.core.models import TableInfo
 
 SOURCE_NAME = r"^[a-z][a-z0-9_]{0,40}$"            # what service.add_source accepts
-MIRROR_NAME = r"^[a-z0-9][a-z0-9_]{0,239}$"        # "cdc.flat.<name>" must fit Kafka's 249
+MIRROR_NAME = r"^[a-z0-9][a-z0-9_]{0,239}$"        # any registered mirror, also one named by older rules
+NEW_MIRROR_NAME = "^" + names.MIRROR_NAME_RULE.pattern + "$"   # Pinot table name rules (cdc.core.names)
 MAX_IDENT = 127
 MAX_TOPIC = 249
 _PASSWORD_ANYWHERE = re.compile(r"(?i)(://[^/\s:@]*:)[^\s@]*@")
@@ -46,7 +47,7 @@ def _ident(v: str) -> str:
 
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=MAX_IDENT), AfterValidator(_ident)]
 SourceNameField = Annotated[str, StringConstraints(pattern=SOURCE_NAME, max_length=41)]
-MirrorNameField = Annotated[str, StringConstraints(pattern=MIRROR_NAME, max_length=240)]
+MirrorNameField = Annotated[str, StringConstraints(pattern=NEW_MIRROR_NAME, max_length=100)]
 
 
 def scrub_text(text: str) -> str:
@@ -103,6 +104,8 @@ class MirrorIn(BaseModel):
     name: MirrorNameField | None = Field(default=None, description="default: derived from source, schema, table")
     key: list[Ident] | None = Field(default=None, min_length=1, max_length=32,
                                     description="key columns for a table without a primary key")
+    replica_identity_full: bool = Field(default=False, description="with `key`: accept ALTER TABLE ... REPLICA "
+                                        "IDENTITY FULL so UPDATE/DELETE events carry the old row")
     _name: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
@@ -112,7 +115,7 @@ class MirrorIn(BaseModel):
         for part in (self.schema_name, self.table):
             _ident(part)
         name = self.name or names.mirror_name(self.schema_name, self.table, self.source)
-        if not re.fullmatch(MIRROR_NAME, name):
+        if not names.MIRROR_NAME_RULE.fullmatch(name):
             raise ValueError(f"the derived mirror name {name[:60]!r}... is invalid or too long; pass `name`")
         if len(names.change_topic(self.source, self.schema_name, self.table)) > MAX_TOPIC:
             raise ValueError(f"schema + table names are too long for a Kafka topic (max {MAX_TOPIC} chars)")

@@ -31,7 +31,8 @@ _TOPIC_BAD = re.compile(r"[^a-zA-Z0-9._-]")
 _PREFIX_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 _PG_NAME_BAD = re.compile(r"[^a-z0-9_]+")
 _MIRROR_BAD = re.compile(r"[^a-z0-9]+")
-MIRROR_NAME_RULE = re.compile(r"[a-z](?:[a-z0-9]|_(?!_)){0,99}")
+MIRROR_NAME_RULE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")   # no "__", no leading/trailing "_"
+MIRROR_NAME_MAX = 100
 SOURCE_NAME_RULE = re.compile(r"[a-z][a-z0-9_]{0,40}")
 
 
@@ -82,15 +83,15 @@ def mirror_name(schema: str, table: str, source: str = DEFAULT_SOURCE) -> str:
     parts = ([source] if source != DEFAULT_SOURCE else []) + [schema, table]
     base = "_".join(p for p in (_MIRROR_BAD.sub("_", x.lower()).strip("_") for x in parts) if p)
     base = base or "t"
-    return ("t_" + base if not base[0].isalpha() else base)[:100]
+    return ("t_" + base if not base[0].isalpha() else base)[:MIRROR_NAME_MAX].rstrip("_")
 
 
 def check_mirror_name(name: str) -> str:
     """A --name given by the user: refused unless Pinot would accept it as a table name."""
-    if not MIRROR_NAME_RULE.fullmatch(name):
+    if not MIRROR_NAME_RULE.fullmatch(name) or len(name) > MIRROR_NAME_MAX:
         raise ConfigError(f"invalid mirror name {name!r}",
-                          hint="use lowercase letters, digits and single underscores, starting with a letter, "
-                               "at most 100 characters (it becomes the Pinot table name, and Pinot refuses '__')")
+                          hint="use lowercase letters, digits and single underscores between them, starting "
+                               "with a letter, at most 100 characters (it becomes the Pinot table name, and Pinot refuses '__')")
     return name
 
 

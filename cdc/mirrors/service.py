@@ -18,10 +18,10 @@ from cdc.mirrors.lifecycle import (MirrorPlan, add_mirror, create_connector, del
                                    tables_of_source)
 from cdc.mirrors.sources import (add_source, ensure_default_source, get_source, password_ref, remove_source,
                                  source_dsn, source_from_dsn)
-from cdc.mirrors.status import answered_by, mirror_status, query
+from cdc.mirrors.status import answered_by, mirror_status, query, read_mirror
 
 __all__ = ["DEFAULT_SOURCE", "Context", "MirrorPlan", "add_mirror", "add_source", "answered_by", "change_topic", "connector_name",
            "context", "create_connector", "delete_connector", "ensure_default_source", "flat_topic", "get_mirror",
-           "get_source", "mirror_status", "password_ref", "pinot_enabled", "plan_mirror", "query", "remove_mirror",
+           "get_source", "mirror_status", "password_ref", "pinot_enabled", "plan_mirror", "query", "read_mirror", "remove_mirror",
            "remove_source", "render_connector_config", "send_snapshot_signal", "source_dsn", "source_from_dsn",
            "tables_of_source"]

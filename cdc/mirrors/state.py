@@ -6,8 +6,8 @@
                                          the mirror's flat topic, run in-process (cdc's Pinot
                                          engine: no server), from the schema and table config
                                          cdc renders for the mirror, unchanged; canonical
-    read_mirror(ctx, name)               the mirror as users see it: a Pinot server when one
-                                         runs, else the in-process engine; says which
+
+cdc.mirrors.status.read_mirror(ctx, name) picks one for a registered mirror and says which.
 
 Canonical rows are {key tuple: {Postgres column: canonical value}} (cdc.mapping.canonical).
 """
@@ -90,7 +90,7 @@ def engine_raw_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo) -> tuple
     return pinot_engine.upsert_rows(schema, table_config, flat_records(bootstrap, topic))
 
 
-def _canonical(raw: list[dict[str, Any]], table: TableInfo, key: list[str] | None) -> Rows:
+def canonical_rows(raw: list[dict[str, Any]], table: TableInfo, key: list[str] | None) -> Rows:
     by_name = {m.name: m for m in mappings(table).values()}
     keys = key_of(table, key)
     out: Rows = {}
@@ -102,7 +102,7 @@ def _canonical(raw: list[dict[str, Any]], table: TableInfo, key: list[str] | Non
 
 def engine_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo) -> Rows:
     raw, _ = engine_raw_rows(bootstrap, spec, table)
-    return _canonical(raw, table, spec.key_columns)
+    return canonical_rows(raw, table, spec.key_columns)
 
 
 def engine_label(summary: dict[str, Any] | None = None) -> str:
@@ -117,20 +117,7 @@ def pinot_rows(query: Any, table_name: str, table: TableInfo, key: list[str] | N
     maps = mappings(table)
     cols = ", ".join(f'"{m.name}"' for m in maps.values())
     col_names, rows = query(f'SET enableNullHandling=true; SELECT {cols} FROM "{table_name}" LIMIT {limit}')
-    return _canonical([dict(zip(col_names, r)) for r in rows], table, key)
-
-
-def read_mirror(ctx: Any, name: str) -> tuple[Rows, str]:
-    """The mirror's current rows (canonical, by key) and what read them."""
-    from cdc.mirrors import service
-    from cdc.postgres import catalog
-    spec = service.get_mirror(ctx, name).spec
-    with catalog.connect(service.source_dsn(ctx, service.get_source(ctx, spec.source))) as conn:
-        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
-    if service.pinot_enabled(ctx)[0]:
-        return pinot_rows(ctx.broker.query, name, info, spec.key_columns), SERVER
-    raw, summary = engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info)
-    return _canonical(raw, info, spec.key_columns), engine_label(summary)
+    return canonical_rows([dict(zip(col_names, r)) for r in rows], table, key)
 
 
 def diff(expected: Rows, actual: Rows, samples: int = 5) -> dict[str, Any]:

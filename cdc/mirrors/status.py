@@ -12,7 +12,8 @@ from cdc.core.errors import CdcError, ConfigError, RemoteError
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.lifecycle import get_mirror
 from cdc.mirrors.sources import get_source, source_dsn
-from cdc.postgres import slots
+from cdc.mirrors import state
+from cdc.postgres import catalog, slots
 
 
 # -- status / query ----------------------------------------------------------------------
@@ -67,15 +68,24 @@ def query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
 
 
 def answered_by(ctx: Context) -> str:
-    from cdc.mirrors import state
     return state.SERVER if pinot_enabled(ctx)[0] else state.engine_label()
+
+
+def read_mirror(ctx: Context, name: str) -> tuple[state.Rows, str]:
+    """The mirror's current rows (canonical, by key) and what read them: a Pinot server
+    where one runs, else Pinot's own ingestion and upsert code in-process."""
+    spec = get_mirror(ctx, name).spec
+    with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
+        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    if pinot_enabled(ctx)[0]:
+        return state.pinot_rows(ctx.broker.query, name, info, spec.key_columns), state.SERVER
+    raw, summary = state.engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info)
+    return state.canonical_rows(raw, info, spec.key_columns), state.engine_label(summary)
 
 
 def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
     from cdc.clients import pinot_engine
     from cdc.mapping import render
-    from cdc.mirrors import state
-    from cdc.postgres import catalog
     m = re.search(r'\bFROM\s+"?([A-Za-z0-9_]+)"?', sql_text, re.IGNORECASE)
     if m is None:
         raise ConfigError("cannot tell which mirror the query reads (no FROM <mirror>)",

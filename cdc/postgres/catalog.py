@@ -380,8 +380,9 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
         else:
             what = (f"the replica identity of {name} does not include key column(s) "
                     f"{', '.join(sorted(keys - covered))}; UPDATE/DELETE events would lack them")
-        problems.append((what, f"accept REPLICA IDENTITY FULL (cdc runs `ALTER TABLE {name} REPLICA IDENTITY FULL;`)"
-                               " or run it yourself; UPDATE/DELETE then log the whole old row (more WAL)"))
+        problems.append((what, "accept REPLICA IDENTITY FULL with `cdc mirror add ... --replica-identity-full` "
+                               f"(cdc runs ALTER TABLE {name} REPLICA IDENTITY FULL;) or run that yourself; "
+                               "UPDATE/DELETE then log the whole old row (more WAL)"))
     return problems
 
 

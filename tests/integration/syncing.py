@@ -33,7 +33,7 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5
 def mirror_target_rows(c: service.Context, name: str) -> mirror_state.Rows:
     """The mirror as Pinot answers: a Pinot server where one runs, else Pinot's own ingestion
     and upsert code in-process over the flat topic (cdc's Pinot engine)."""
-    return mirror_state.read_mirror(c, name)[0]
+    return service.read_mirror(c, name)[0]
 
 
 def wait_in_sync(c: service.Context, name: str, timeout: float = 120.0) -> float:

@@ -123,7 +123,7 @@ def server(database: str, settings: Settings, tmp_path: Any) -> Iterator[tuple[s
 def _mirror_rows(s: Settings, info: Any) -> mirror_state.Rows:
     ctx = service.context(s)
     try:
-        return mirror_state.read_mirror(ctx, MIRROR)[0]
+        return service.read_mirror(ctx, MIRROR)[0]
     finally:
         ctx.close()
 

@@ -172,7 +172,11 @@ def test_key_columns_need_replica_identity_full(conn: psycopg.Connection[Any], s
         catalog.preflight(conn, schema, "Log Lines", ["id", "Seq"])
     assert "REPLICA IDENTITY FULL" in str(ei.value)
     assert f'ALTER TABLE {schema}."Log Lines" REPLICA IDENTITY FULL' in (ei.value.hint or "")
+    # a --key must identify rows: without a unique index equal keys would collapse
+    assert 'is not backed by a unique index' in ei.value.message
+    assert f'CREATE UNIQUE INDEX ON {schema}."Log Lines" (id, "Seq")' in (ei.value.hint or "")
 
+    _ddl(conn, schema, 'CREATE UNIQUE INDEX ON {s}."Log Lines" ("Seq", id)')
     catalog.set_replica_identity_full(conn, schema, "Log Lines")
     info = catalog.preflight(conn, schema, "Log Lines", ["id", "Seq"])
     assert info.replica_identity == "full" and info.primary_key == []

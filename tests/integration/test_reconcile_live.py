@@ -89,7 +89,7 @@ class Live:
         info = catalog.introspect(self.pg, "public", self.table)
         expected = mirror_state.postgres_rows(self.pg, info)
         try:
-            actual = mirror_state.read_mirror(self.ctx, self.name)[0]
+            actual = service.read_mirror(self.ctx, self.name)[0]
         except Exception as exc:  # the shared Kafka may be restarting (leader moves): just poll again
             _say(f"flat topic not readable yet: {exc}")
             return False

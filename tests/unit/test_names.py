@@ -15,6 +15,7 @@ from cdc.core.errors import ConfigError
     ("public", "a__b", "default", "public_a_b"),                  # Pinot refuses "__"
     ("public", "orders", "shop", "shop_public_orders"),           # was shop__public_orders
     ("_x", "__y__", "default", "x_y"),
+    ("public", "a_", "default", "public_a"),
     ("1st", "2nd", "default", "t_1st_2nd"),
     ("Ünïcode", "tåble", "default", "n_code_t_ble"),
 ])
@@ -24,7 +25,7 @@ def test_mirror_name(schema: str, table: str, source: str, expected: str) -> Non
     assert names.check_mirror_name(name) == name and "__" not in name
 
 
-@pytest.mark.parametrize("bad", ["a__b", "Bad Name!", "1abc", "", "a.b", "x" * 101, "_a"])
+@pytest.mark.parametrize("bad", ["a__b", "Bad Name!", "1abc", "", "a.b", "x" * 101, "_a", "a_"])
 def test_check_mirror_name_refuses(bad: str) -> None:
     with pytest.raises(ConfigError, match="invalid mirror name"):
         names.check_mirror_name(bad)
