@@ -220,7 +220,7 @@ def create_source(body: SourceIn, ctx: Ctx, response: Response) -> Source:
         except (ValueError, TypeError) as exc:  # e.g. a non-numeric port
             raise ConfigError(f"source {body.name}: the DSN is invalid ({type(exc).__name__})",
                               hint="use postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME") from None
-        src = service.add_source(ctx, body.name, body.dsn)
+        src = service.add_source(ctx, body.name, body.dsn, publication=body.publication)
     except CdcError as exc:
         if password:
             exc.message = exc.message.replace(password, "***")

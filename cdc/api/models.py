@@ -81,7 +81,11 @@ class SourceIn(BaseModel):
 
     name: SourceNameField = Field(description="lowercase letters, digits and _; starts with a letter")
     dsn: Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_clean_text)] = Field(
-        description="postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME or key=value; the password is never echoed")
+        description="postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME or key=value; the password is never echoed; "
+                    "TLS settings (sslmode, sslrootcert, sslcert, sslkey: absolute paths) reach the connector too")
+    publication: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] | None = Field(
+        default=None, description="a publication the DBA created and maintains (least privilege): cdc never "
+                                  "creates, alters or drops it; each mirrored table must be in it")
 
     def password(self) -> str | None:
         from cdc.postgres.catalog import _dsn_password

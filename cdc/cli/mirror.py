@@ -68,7 +68,7 @@ def _password(a: argparse.Namespace) -> str | None:
 
 
 def cmd_source_add(a: argparse.Namespace) -> int:
-    src = service.add_source(_ctx(), a.name, a.dsn, password=_password(a))
+    src = service.add_source(_ctx(), a.name, a.dsn, password=_password(a), publication=a.publication)
     print(f"source {src.name}: {src.dsn}")
     return 0
 
@@ -119,6 +119,15 @@ def cmd_mirror_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot_line(snap: dict) -> str:
+    if "error" in snap:
+        return f"unknown ({snap['error']})"
+    rows = "?" if snap.get("rows") is None else f"{snap['rows']:,}"
+    est = f" of ~{snap['estimate']:,}" if snap.get("estimate") is not None and snap.get("state") != "done" else ""
+    why = f" ({snap['reason']})" if snap.get("reason") else ""
+    return f"{snap.get('kind') or ''} {snap.get('state')}: {rows}{est} rows{why}".strip()
+
+
 def cmd_mirror_status(a: argparse.Namespace) -> int:
     st = service.mirror_status(_ctx(), a.name)
     if a.json:
@@ -127,6 +136,7 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
         conn = st.get("connector") or {}
         tasks = ",".join(f"{t['id']}:{t['state']}" for t in conn.get("tasks", []))
         print(f"mirror     {st['name']} ({st['table']} of {st['source']}): {st['state']}")
+        print(f"snapshot   {_snapshot_line(st.get('snapshot') or {})}")
         print(f"connector  {conn.get('name')} {conn.get('state', conn.get('error'))} tasks [{tasks}]")
         print(f"flink job  {st['flink_job'].get('id')} {st['flink_job'].get('state', st['flink_job'].get('error'))}")
         slot = st.get("slot") or {}
@@ -189,12 +199,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--dsn", required=True,
                    help="postgresql://USER@HOST:PORT/DB (or key=value); a password here is visible in the "
-                        "process list: prefer one of the --password-* options")
+                        "process list: prefer one of the --password-* options. TLS: add "
+                        "?sslmode=verify-full&sslrootcert=/abs/ca.crt (and sslcert/sslkey for client certificates)")
     pw = p.add_mutually_exclusive_group()
     pw.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
     pw.add_argument("--password-file", metavar="FILE", help="read the password from this file (one line)")
     pw.add_argument("--password-prompt", action="store_true",
                     help="ask for the password (reads one line from stdin when it is not a terminal)")
+    p.add_argument("--publication", metavar="NAME",
+                   help="a publication your DBA created and maintains (managed Postgres, least privilege): cdc "
+                        "never creates, alters or drops it, and checks that each mirrored table is in it")
     p.set_defaults(func=cmd_source_add)
     src.add_parser("list").set_defaults(func=cmd_source_list)
     p = src.add_parser("remove", help="forget a source and its stored password (refused while mirrors use it)")

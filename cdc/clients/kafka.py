@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cdc.core.errors import PermanentRemoteError, UnreachableError
+from cdc.core.errors import ConflictError, PermanentRemoteError, UnreachableError
 
 
 class KafkaAdmin:
@@ -49,6 +49,39 @@ class KafkaAdmin:
             raise UnreachableError(self.system, f"offsets of {name}: {exc}") from None
         finally:
             c.close()
+
+    def topic_config(self, name: str) -> dict[str, str]:
+        from confluent_kafka.admin import ConfigResource
+        res = ConfigResource(ConfigResource.Type.TOPIC, name)
+        try:
+            entries = self._admin.describe_configs([res])[res].result(self.timeout)
+        except KafkaException as exc:
+            raise PermanentRemoteError(self.system, f"cannot describe topic {name}: {exc}") from None
+        return {k: str(e.value) for k, e in entries.items()}
+
+    def ensure_topic(self, name: str, partitions: int, config: dict[str, str]) -> bool:
+        """Create the topic with `config`, or bring an existing one to it. An existing topic
+        with another partition count is refused: keys would sit in other partitions than the
+        records already there, and per-key order (and __seq) would no longer hold.
+        Returns True when the topic was created."""
+        existing = self.topics()
+        if name not in existing:
+            return self.create_topic(name, partitions, config)
+        if existing[name] != partitions:
+            raise ConflictError(f"Kafka topic {name} has {existing[name]} partitions, the mirror needs {partitions}",
+                                hint=f"per-key order depends on it: delete the topic ({name}) and its mirror's data "
+                                     "(cdc mirror remove NAME --drop-data), then add the mirror again")
+        current = self.topic_config(name)
+        wrong = {k: v for k, v in config.items() if current.get(k) != v}
+        if wrong:
+            from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+            res = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wrong.items()])
+            try:
+                self._admin.incremental_alter_configs([res])[res].result(self.timeout)
+            except KafkaException as exc:
+                raise PermanentRemoteError(self.system, f"cannot set {wrong} on topic {name}: {exc}") from None
+        return False
 
     def delete_topic(self, name: str) -> bool:
         if name not in self.topics():

@@ -48,8 +48,15 @@ class TableInfo(BaseModel):
         raise KeyError(name)
 
 
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
 class Source(BaseModel):
-    """One Postgres database. The DSN is stored without its password (see secrets)."""
+    """One Postgres database. The DSN is stored without its password (see secrets).
+
+    The TLS fields repeat the DSN's libpq settings for the Debezium connector (which cannot
+    read a libpq DSN); they are file paths, never file contents. None means "not in the
+    DSN": libpq's and pgjdbc's defaults then apply (sslmode prefer)."""
 
     name: str
     dsn: str                                  # password stripped
@@ -58,6 +65,14 @@ class Source(BaseModel):
     port: int = 5432
     user: str = "postgres"
     has_password: bool = False
+    sslmode: SslMode | None = None
+    sslrootcert: str | None = None            # absolute path, or "system" (the platform's trusted roots)
+    sslcert: str | None = None                # client certificate (absolute path)
+    sslkey: str | None = None                 # client private key (absolute path)
+    # A publication created and maintained by the DBA (least privilege, README "Managed
+    # Postgres"): cdc and Debezium never create, alter or drop it. None: cdc's own filtered
+    # publication, which Debezium creates and updates (needs table ownership).
+    publication: str | None = None
 
 
 class MirrorSpec(BaseModel):

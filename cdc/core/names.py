@@ -7,6 +7,7 @@
     topic prefix     cdc.shop             Flink group       cdc-flink-public_orders
     change topic     cdc.shop.public.orders   Pinot table   public_orders
     heartbeat topic  __debezium-heartbeat.cdc.shop
+    notifications    cdc.shop._cdc.notifications
 
 Mirror names are also Pinot table names, so they follow Pinot's rules by construction:
 lowercase letters, digits and single underscores (Pinot refuses "__" in a table name, and
@@ -72,6 +73,12 @@ def heartbeat_topic(source: str) -> str:
 def internal_topic_prefix(source: str) -> str:
     """Change topics of the source's own _cdc.* tables (signals, heartbeats, freshness)."""
     return change_topic(source, SIGNAL_TABLE[0], "")
+
+
+def notification_topic(source: str) -> str:
+    """Debezium's snapshot notifications (channel "sink"); under internal_topic_prefix, so it
+    goes with the source's other internal topics."""
+    return internal_topic_prefix(source) + "notifications"
 
 
 # ---------------------------------------------------------------- per mirror

@@ -13,11 +13,11 @@ real value with that placeholder. Choices, in order of preference:
 
 1. REPLICA IDENTITY FULL. Postgres then logs the whole old row with TOAST values inlined, and
    Debezium 3.x fills unchanged-TOAST columns of the new tuple from it (pgoutput included,
-   PostgresChangeRecordEmitter, DBZ-1258), so the placeholder never appears. We render
-   ``replica.identity.autoset.values`` = FULL for every mirrored table with a toastable column
-   (and for key-override tables, which need FULL for UPDATE/DELETE to be published at all);
-   Debezium applies it at connector start. Catalog preflight should also check/set it: the
-   autoset only logs an error when the user does not own the table.
+   PostgresChangeRecordEmitter, DBZ-1258), so the placeholder never appears. cdc sets FULL
+   itself before a table joins the connector (lifecycle.add_mirror, for needs_full_identity:
+   a toastable column, or a key-override table, which needs FULL for UPDATE/DELETE to carry
+   the key). ``replica.identity.autoset.values`` repeats it at every connector start, but only
+   for names Debezium's unquoted ALTER TABLE spells right (cdc.mapping.dbz_names).
 2. Safety net: ``ReselectColumnsPostProcessor`` for those toastable columns re-reads a column
    that still carries the placeholder (not NULLs, which are real). It reads the *current*
    row, which is at least as new as the event, and any later change emits a later event, so
@@ -42,6 +42,7 @@ from cdc.core import names
 from cdc.core.errors import ConfigError
 from cdc.core.names import FRESHNESS_TABLE, HEARTBEAT_TABLE, SIGNAL_TABLE
 from cdc.core.models import MirrorSpec, Source, TableInfo
+from cdc.mapping import dbz_names
 from cdc.mapping.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
 
 HEARTBEAT_INTERVAL_MS = 10_000
@@ -49,6 +50,15 @@ CHECKPOINT_INTERVAL = "10 s"
 FLUSH_ROWS = 100_000          # small box: ~100k rows per consuming segment
 FLUSH_TIME = "2h"
 STATEMENT_SEPARATOR = "-- @statement"
+#: Every topic of a mirror (change and flat). Compaction keeps the last record of every key
+#: forever and never ages a key out: replaying a compacted change topic from the start gives
+#: every table row's latest change, and a compacted flat topic gives Pinot every key's
+#: highest __seq (Flink writes one key's records in __seq order, and a replay after a restart
+#: rewrites an in-order suffix, so the last record of a key is its newest). Offsets survive
+#: compaction, so __seq stays comparable. Deletes are records with a value (no tombstones:
+#: tombstones.on.delete=false), so compaction keeps them and a late replay cannot revive a
+#: deleted key. retention.ms=-1 keeps that true if someone switches the policy to delete.
+TOPIC_CONFIG = {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
 _PASSWORD_REF = re.compile(r"^\$\{[A-Za-z0-9_.-]+:[^}]*\}$")
 
 
@@ -93,22 +103,14 @@ def pg_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def java_regex_escape(text: str) -> str:
-    """Escape for a Java regex: backslash every ASCII non-alphanumeric except '_'.
-
-    Java treats a backslash before any non-alphabetic character as that literal character,
-    and Debezium's list splitter turns the resulting "\\," back into a literal comma."""
-    def esc(ch: str) -> str:
-        if ch.isspace() or ch in ":,;":
-            # Debezium's list parsers split on these or reject whitespace outright
-            # (replica.identity.autoset.values), so spell them as \\xNN / \\uNNNN.
-            return f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-        return f"\\{ch}" if ch.isascii() and not (ch.isalnum() or ch == "_") else ch
-    return "".join(esc(ch) for ch in text)
-
-
 def _table_regex(schema: str, table: str) -> str:
-    return "^" + java_regex_escape(f"{schema}.{table}") + "$"
+    return dbz_names.table_regex(schema, table)
+
+
+def needs_full_identity(table: TableInfo) -> bool:
+    """REPLICA IDENTITY FULL is needed: a TOASTable column (module doc) or no primary key
+    (a --key table: UPDATE/DELETE must carry the whole old row)."""
+    return any(c.toastable for c in table.columns) or not table.primary_key
 
 
 def key_columns(spec: MirrorSpec | None, table: TableInfo) -> list[str]:
@@ -143,6 +145,35 @@ def bootstrap_sql(source: str) -> list[str]:
     ]
 
 
+def connector_tls_settings(source: Source) -> dict[str, str]:
+    """The source DSN's libpq TLS settings as Debezium 3.6.1 PostgreSQL connector properties
+    (PostgresConnectorConfig: database.sslmode with the libpq values disable..verify-full,
+    database.sslrootcert, database.sslcert, database.sslkey, database.sslfactory), which
+    pgjdbc applies like libpq does. Paths only: Connect opens the files itself. Two libpq
+    behaviours pgjdbc lacks are spelled out: ``sslmode=require`` with an explicit sslrootcert
+    verifies the CA in libpq, so the connector gets verify-ca; ``sslrootcert=system`` (libpq 16+)
+    means the platform's trusted roots, which pgjdbc gets from its DefaultJavaSSLFactory (the
+    JVM's trust store, with verify-full as libpq implies). Empty without TLS settings,
+    so configs of sources without them are unchanged."""
+    out: dict[str, str] = {}
+    mode = source.sslmode
+    if source.sslrootcert == "system":
+        mode = "verify-full"             # libpq's default with system roots, and the only mode it allows
+    elif mode == "require" and source.sslrootcert:
+        mode = "verify-ca"
+    if mode:
+        out["database.sslmode"] = mode
+    if source.sslrootcert == "system":
+        out["database.sslfactory"] = "org.postgresql.ssl.DefaultJavaSSLFactory"
+    elif source.sslrootcert:
+        out["database.sslrootcert"] = source.sslrootcert
+    if source.sslcert:
+        out["database.sslcert"] = source.sslcert
+    if source.sslkey:
+        out["database.sslkey"] = source.sslkey
+    return out
+
+
 def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap: str,
                      password_ref: str | None, key_overrides: dict[str, list[str]] | None = None,
                      topic_partitions: int = 1, replication_factor: int = 1) -> dict[str, str]:
@@ -165,15 +196,17 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
     reselect: list[str] = []
     msg_keys: list[str] = []
     for t in tables:
+        # Names as Debezium 3.6.1 matches them: see cdc.mapping.dbz_names.
         toastable = [c.name for c in t.columns if c.toastable]
         keyless = not t.primary_key
-        if (toastable or keyless) and t.replica_identity != "full":
-            autoset.append(f"{_table_regex(t.schema_name, t.table_name)}:FULL")
+        rx = _table_regex(t.schema_name, t.table_name)
+        if needs_full_identity(t) and t.replica_identity != "full" and dbz_names.autoset_safe(t.schema_name,
+                                                                                               t.table_name):
+            autoset.append(f"{rx}:FULL")         # other names: cdc sets FULL itself (lifecycle.add_mirror)
         if toastable and not keyless:
-            reselect += [f"{java_regex_escape(t.qualified)}:{java_regex_escape(c)}" for c in toastable]
+            reselect += [f"{rx}:{dbz_names.column_regex(c)}" for c in toastable]
         if t.qualified in overrides:
-            msg_keys.append(f"{_table_regex(t.schema_name, t.table_name)}:"
-                            + ",".join(java_regex_escape(k) for k in overrides[t.qualified]))
+            msg_keys.append(f"{rx}:" + ",".join(dbz_names.column_regex(k) for k in overrides[t.qualified]))
         elif keyless:
             raise ConfigError(f"{t.qualified} has no primary key and no key override",
                               hint="add a primary key, or pass --key col1,col2")
@@ -182,15 +215,18 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
     text = _render(
         "connectors/debezium-postgres.json.j2",
         name=names.connector_name(source.name), host=source.host, port=str(source.port), user=source.user,
-        dbname=source.database, password_ref=password_ref,
+        dbname=source.database, password_ref=password_ref, tls_settings=connector_tls_settings(source),
         topic_prefix=names.topic_prefix(source.name),
-        slot_name=names.slot_name(source.name), publication_name=names.publication_name(source.name),
+        slot_name=names.slot_name(source.name),
+        publication_name=source.publication or names.publication_name(source.name),
+        publication_autocreate_mode="disabled" if source.publication else "filtered",
         table_include_list=",".join(include), heartbeat_interval_ms=str(HEARTBEAT_INTERVAL_MS),
         heartbeat_action_query=heartbeat, signal_data_collection=".".join(SIGNAL_TABLE),
         value_settings=DEBEZIUM_VALUE_SETTINGS, replica_identity_autoset=",".join(autoset),
         reselect_columns=",".join(reselect), reselect_use_event_key="false",
         message_key_columns=";".join(msg_keys), topic_partitions=str(topic_partitions),
-        replication_factor=str(replication_factor))
+        replication_factor=str(replication_factor), topic_config=TOPIC_CONFIG,
+        notification_topic=names.notification_topic(source.name))
     return json.loads(text)
 
 
@@ -215,7 +251,8 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
         change_table=flink_ident(f"cdc_change__{spec.name}"), flat_table=flink_ident(f"cdc_flat__{spec.name}"),
         row_fields=row_fields, out_columns=out_columns, change_topic=flink_str(change_topic),
         flat_topic=flink_str(flat_topic), kafka_bootstrap=flink_str(kafka_bootstrap),
-        group_id=flink_str(group_id), key_fields=flink_str(";".join(mirror_keys)))
+        group_id=flink_str(group_id), key_fields=flink_str(";".join(mirror_keys)),
+        source_schema=flink_str(table.schema_name), source_table=flink_str(table.table_name))
     return [s.strip() for s in text.split(STATEMENT_SEPARATOR) if s.strip()]
 
 

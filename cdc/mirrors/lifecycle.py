@@ -3,28 +3,32 @@
 add_mirror orders the steps so that a failure leaves nothing half-made:
   1. preflight + render all artifacts (pure; nothing created yet)
   2. check that Connect, Flink and Pinot answer
-  3. flat topic -> Pinot schema/table -> Flink job -> connector config -> snapshot signal
+  3. flat topic -> Pinot schema/table -> Flink job -> REPLICA IDENTITY FULL (cdc sets it:
+     Debezium's autoset cannot spell most names) -> connector config -> snapshot signal
 Every step that created something registers an undo; any error runs the undos in
 reverse and removes the registry row, then re-raises.
+  4. wait until Debezium says the table's snapshot is under way (cdc/mirrors/snapshot.py):
+     only then state "running"; a snapshot that is skipped, fails or stalls leaves the
+     mirror in state "error" with an event saying why (nothing is undone: resync or remove).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.core import names
-from cdc.core.errors import CdcError, ConfigError, ConflictError, NotFoundError, RemoteError, UnreachableError
+from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PreflightError, RemoteError,
+                             UnreachableError)
 from cdc.core.models import MirrorSpec, Source, TableInfo
-from cdc.mapping import render
+from cdc.mapping import dbz_names, render
+from cdc.mirrors import snapshot
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.registry import MirrorRecord
-from cdc.mirrors.sources import get_source, password_ref, source_dsn
+from cdc.mirrors.sources import get_source, password_ref, publication_of, source_dsn
 from cdc.postgres import catalog, slots
 
 Progress = Callable[[str], None]
@@ -79,7 +83,9 @@ def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DE
     spec = MirrorSpec(name=name or names.mirror_name(schema, table, source), source=source, schema_name=schema,
                       table_name=table, key_columns=key)
     with catalog.connect(source_dsn(ctx, src)) as conn:
-        info = catalog.preflight(conn, schema, table, key, slot_name=names.slot_name(src.name))
+        info = catalog.preflight(conn, schema, table, key, slot_name=names.slot_name(src.name),
+                                 publication=src.publication)
+    _refuse_topic_collision(ctx, spec)
     tables, overrides = tables_of_source(ctx, src, extra=spec)
     ctopic, ftopic = names.change_topic(source, schema, table), names.flat_topic(spec.name)
     s = ctx.settings
@@ -91,6 +97,22 @@ def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DE
         pinot_schema=render.render_pinot_schema(spec, info),
         pinot_table=render.render_pinot_table(spec, info, kafka_bootstrap=s.kafka_bootstrap, flat_topic=ftopic),
         change_topic=ctopic, flat_topic=ftopic)
+
+
+def _refuse_topic_collision(ctx: Context, spec: MirrorSpec) -> None:
+    """Debezium names a change topic after schema and table with every character outside
+    [A-Za-z0-9._-] replaced by "_", so public."a b" and public.a_b would share one topic and
+    each mirror would ingest the other's rows. Refuse the second one, before anything exists."""
+    topic = names.change_topic(spec.source, spec.schema_name, spec.table_name)
+    for other in ctx.registry.list_mirrors(source=spec.source):
+        o = other.spec
+        if (o.schema_name, o.table_name) != (spec.schema_name, spec.table_name) and \
+                names.change_topic(o.source, o.schema_name, o.table_name) == topic:
+            raise ConflictError(
+                f"{catalog.qualified_name(spec.schema_name, spec.table_name)} would share Debezium's change topic "
+                f"{topic} with {catalog.qualified_name(o.schema_name, o.table_name)} (mirror {other.name}): "
+                "Debezium replaces characters outside [A-Za-z0-9._-] in topic names with '_'",
+                hint="rename one of the tables, or mirror it through another source (cdc source add ...)")
 
 
 # -- add -------------------------------------------------------------------------------
@@ -110,17 +132,29 @@ def _check_reachable(ctx: Context, with_pinot: bool) -> None:
                                hint="is Pinot running? `cdc stack status`")
 
 
-def _wait_task_restarted(ctx: Context, src: Source, cname: str, spec: MirrorSpec, timeout: float = 120) -> None:
+def _source_clock(ctx: Context, src: Source) -> Any:
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def _wait_task_restarted(ctx: Context, src: Source, cname: str, spec: MirrorSpec, timeout: float = 120,
+                         since: Any = None) -> None:
     """Wait until the connector's task runs with the new table list. Debezium rewrites its
     filtered publication (ALTER PUBLICATION ... SET TABLE) when a task starts, so the new
     table showing up in the publication proves the old task is gone: a snapshot signal
-    sent now is read by a task that captures the table."""
-    pub = names.publication_name(src.name)
+    sent now is read by a task that captures the table. A DBA-managed publication already
+    holds the table, so there the proof is the slot's WAL sender: one started after `since`
+    (the source's clock before the config change) belongs to a task with the new config."""
+    pub = publication_of(src)
     deadline = time.monotonic() + timeout
     with catalog.connect(source_dsn(ctx, src)) as conn:
         while time.monotonic() < deadline:
             row = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s "
                                "AND tablename = %s", (pub, spec.schema_name, spec.table_name)).fetchone()
+            if row and src.publication is not None and since is not None:
+                row = conn.execute("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = "
+                                   "s.active_pid WHERE s.slot_name = %s AND a.backend_start > %s",
+                                   (names.slot_name(src.name), since)).fetchone()
             st = ctx.connect.status(cname)
             if row and st is not None and st.running:
                 return
@@ -152,14 +186,27 @@ def delete_connector(ctx: Context, cname: str) -> None:
     ctx.connect.delete(cname)
 
 
-def send_snapshot_signal(ctx: Context, src: Source, tables: list[str]) -> str:
-    """Ask Debezium for an incremental snapshot of `tables` only (others keep streaming)."""
-    sig_id = uuid.uuid4().hex
-    data = json.dumps({"data-collections": tables, "type": "incremental"})
+def send_snapshot_signal(ctx: Context, src: Source, tables: list[tuple[str, str]]) -> str:
+    """Ask Debezium for an incremental snapshot of these (schema, table)s only (others keep
+    streaming), each named as Debezium's signal parser reads it; returns the signal id."""
+    return snapshot.send_signal(ctx, src, tables)
+
+
+def _ensure_full_identity(ctx: Context, src: Source, table: TableInfo, progress: Progress) -> None:
+    """REPLICA IDENTITY FULL before the table joins the connector, set by cdc itself: Debezium's
+    autoset spells the name unquoted (cdc.mapping.dbz_names). Not the owner: fatal only for a
+    keyless table, else Debezium's reselect post-processor re-reads unchanged TOAST values."""
+    if not render.needs_full_identity(table) or table.replica_identity == "full":
+        return
+    name = catalog.qualified_name(table.schema_name, table.table_name)
+    progress(f"postgres: ALTER TABLE {name} REPLICA IDENTITY FULL")
     with catalog.connect(source_dsn(ctx, src)) as conn:
-        conn.execute(f"INSERT INTO {'.'.join(names.SIGNAL_TABLE)} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
-                     (sig_id, data))
-    return sig_id
+        try:
+            catalog.set_replica_identity_full(conn, table.schema_name, table.table_name)
+        except PreflightError as exc:
+            if not table.primary_key:
+                raise
+            progress(f"postgres: {exc.message}; unchanged TOAST values will be re-read (reselect)")
 
 
 def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
@@ -184,17 +231,21 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
     kafka.topics()
     cname = names.connector_name(src.name)
+    if ctx.connect.get_config(cname) is not None:   # an incremental snapshot will read the table
+        dbz_names.signal_data_collection(spec.schema_name, spec.table_name)   # refuses what Debezium cannot parse
+        snapshot.wait_idle(ctx, cname, progress)
     undo: list[tuple[str, Callable[[], Any]]] = []
     ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
     try:
-        with catalog.connect(source_dsn(ctx, src)) as conn:
-            for stmt in render.bootstrap_sql(src.name):
-                conn.execute(stmt)
+        if src.publication is None:   # with a DBA-managed publication the DBA created them (preflight checked)
+            with catalog.connect(source_dsn(ctx, src)) as conn:
+                for stmt in render.bootstrap_sql(src.name):
+                    conn.execute(stmt)
         # The change topic must exist before the Flink job subscribes to it; one partition,
         # because __seq (the ordering column) is this topic's offset.
-        if kafka.create_topic(plan.change_topic, 1):
+        if kafka.ensure_topic(plan.change_topic, 1, render.TOPIC_CONFIG):
             undo.append(("delete change topic", lambda: kafka.delete_topic(plan.change_topic)))
-        if kafka.create_topic(plan.flat_topic, ctx.settings.flat_topic_partitions):
+        if kafka.ensure_topic(plan.flat_topic, ctx.settings.flat_topic_partitions, render.TOPIC_CONFIG):
             undo.append(("delete flat topic", lambda: kafka.delete_topic(plan.flat_topic)))
         if use_pinot:
             progress(f"pinot: schema and REALTIME upsert table {spec.name}")
@@ -207,22 +258,28 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
         progress(f"flink: submitting the flatten job for {spec.qualified}")
         job_id = ctx.gateway.submit_job(plan.flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
         undo.append(("cancel Flink job", lambda: ctx.jobmanager.cancel(job_id)))
+        _ensure_full_identity(ctx, src, plan.table, progress)
+        notes_from, created = snapshot.prepare(ctx, src)
+        if created:
+            undo.append(("delete notification topic", lambda: kafka.delete_topic(names.notification_topic(src.name))))
         previous = ctx.connect.get_config(cname)
         progress(f"connect: {'updating' if previous else 'creating'} connector {cname}")
         if previous:
+            since = _source_clock(ctx, src)
             ctx.connect.put_config(cname, plan.connector)
             undo.append(("restore connector config", lambda: ctx.connect.put_config(cname, previous)))
-            _wait_task_restarted(ctx, src, cname, spec)
-            sig = send_snapshot_signal(ctx, src, [spec.qualified])
+            _wait_task_restarted(ctx, src, cname, spec, since=since)
+            sig = send_snapshot_signal(ctx, src, [(spec.schema_name, spec.table_name)])
+            request = snapshot.Request("incremental", notes_from, sig)
             progress(f"debezium: incremental snapshot of {spec.qualified} requested (signal {sig})")
         else:
             create_connector(ctx, cname, plan.connector)
             undo.append(("delete connector", lambda: delete_connector(ctx, cname)))
             ctx.connect.wait_running(cname, timeout=120)
-            progress(f"debezium: initial snapshot of {spec.qualified} started")
-        record = ctx.registry.update_mirror(spec.name, state="running", flink_job_id=job_id)
+            request = snapshot.Request("initial", notes_from)
+            progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
+        record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id)   # "running" once confirmed
         ctx.registry.record_event(spec.name, "created", f"flink job {job_id}; connector {cname}")
-        return record
     except BaseException as exc:
         progress(f"mirror {spec.name}: failed ({str(exc).splitlines()[0][:200]}); undoing what was created")
         for what, fn in reversed(undo):
@@ -233,6 +290,8 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
                 progress(f"  could not {what}: {undo_exc}")
         ctx.registry.remove_mirror(spec.name)
         raise
+    # Outside the undo: a snapshot that fails now leaves the mirror in state "error" (+ event).
+    return snapshot.confirm(ctx, record, src, request, progress)
 
 
 # -- remove ------------------------------------------------------------------------------
@@ -278,7 +337,7 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
     else:
         progress(f"connect: last mirror of source {src.name}: deleting connector {cname}, its slot and publication")
         delete_connector(ctx, cname)
-        slots.drop_slot_and_publication(source_dsn(ctx, src), src.name)
+        slots.drop_slot_and_publication(source_dsn(ctx, src), src.name, drop_publication=src.publication is None)
         prefix = names.internal_topic_prefix(src.name)
         for topic in kafka.topics():   # the source's own _cdc.* change topics and heartbeats
             if topic.startswith(prefix) or topic == names.heartbeat_topic(src.name):

@@ -229,7 +229,7 @@ def resync_mirror(ctx: service.Context, name: str) -> str:
     ones. Returns the signal id."""
     rec = service.get_mirror(ctx, name)
     src = service.get_source(ctx, rec.spec.source)
-    sig = service.send_snapshot_signal(ctx, src, [rec.spec.qualified])
+    sig = service.send_snapshot_signal(ctx, src, [(rec.spec.schema_name, rec.spec.table_name)])
     ctx.registry.record_event(name, "resync", f"incremental snapshot of {rec.spec.qualified} (signal {sig})")
     return sig
 

@@ -6,11 +6,22 @@ Connect's FileConfigProvider resolves from the reference ``${file:<path>:passwor
 connector config, and which this service reads back for its own connections. Connection
 strings are always built with psycopg's conninfo functions, so any password (quotes,
 backslashes, blanks, non-ASCII) survives unchanged and nothing can be injected through it.
+
+TLS: the DSN's libpq settings (sslmode up to verify-full, sslrootcert, sslcert, sslkey) are
+used as they are for this service's own connections (psycopg gets the whole DSN) and copied
+into the Source, from which render_connector sets Debezium's database.sslmode /
+database.sslrootcert / database.sslcert / database.sslkey. Certificates and keys are passed by
+absolute path, never read into a config or a log; Kafka Connect opens the same paths, so it
+must run where they exist (the local stack: same host, as root). Settings the connector
+cannot apply (sslpassword, sslcrl, sslcrldir) are refused rather than silently dropped, and a
+client key the connector's pgjdbc could not read is refused with the conversion
+(cdc/postgres/tls.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -21,7 +32,7 @@ from cdc.core.models import Source
 from cdc.core.settings import Settings
 from cdc.mirrors.context import Context
 from cdc.mirrors.registry import redact_dsn
-from cdc.postgres import catalog
+from cdc.postgres import catalog, tls
 
 
 # ---------------------------------------------------------------- the secrets file
@@ -110,7 +121,38 @@ def password_ref(ctx: Context, src: Source) -> str | None:
 
 # ---------------------------------------------------------------- sources
 
-def source_from_dsn(name: str, dsn: str) -> Source:
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_PUBLICATION_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _tls_settings(name: str, parts: dict) -> dict[str, str]:
+    """The DSN's TLS settings as Source fields (the connector gets the same ones, see
+    render.render_connector). Paths must be absolute: Kafka Connect resolves a relative one
+    from its own working directory, not this service's."""
+    for key, why in tls.UNSUPPORTED_DSN_SETTINGS.items():
+        if parts.get(key):
+            raise ConfigError(f"source {name}: {key} in the DSN is not supported (the Debezium connector cannot "
+                              f"apply it)", hint=f"{key} sets {why}")
+    out: dict[str, str] = {}
+    mode = parts.get("sslmode")
+    if mode:
+        if mode not in _SSLMODES:
+            raise ConfigError(f"source {name}: sslmode={mode!r} is not a libpq sslmode",
+                              hint="use one of " + ", ".join(_SSLMODES) + " (verify-full for managed Postgres)")
+        out["sslmode"] = str(mode)
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        value = parts.get(key)
+        if not value:
+            continue
+        if not (os.path.isabs(value) or (key == "sslrootcert" and value == "system")):
+            raise ConfigError(f"source {name}: {key}={value!r} is a relative path",
+                              hint=f"give the absolute path: Kafka Connect reads the {key} file itself and would "
+                                   "resolve a relative path from its own working directory")
+        out[key] = str(value)
+    return out
+
+
+def source_from_dsn(name: str, dsn: str, *, publication: str | None = None) -> Source:
     try:
         parts = conninfo_to_dict(dsn)
         port = int(parts.get("port") or 5432)
@@ -118,10 +160,20 @@ def source_from_dsn(name: str, dsn: str) -> Source:
         raise ConfigError(f"source {name}: the DSN cannot be parsed ({type(exc).__name__})",
                           hint="use postgresql://USER@HOST:PORT/DBNAME (give the password with --password-env, "
                                "--password-file or --password-prompt)") from None
+    if publication is not None and not _PUBLICATION_NAME.fullmatch(publication):
+        raise ConfigError(f"source {name}: publication name {publication!r} is not supported",
+                          hint="use the DBA's publication name in lowercase letters, digits and _ (at most 63), "
+                               "e.g. cdc_publication")
     return Source(name=name, dsn=redact_dsn(dsn),
                   database=str(parts.get("dbname") or parts.get("user") or "postgres"),
                   host=str(parts.get("host") or "127.0.0.1"), port=port,
-                  user=str(parts.get("user") or "postgres"), has_password=bool(parts.get("password")))
+                  user=str(parts.get("user") or "postgres"), has_password=bool(parts.get("password")),
+                  publication=publication, **_tls_settings(name, parts))
+
+
+def publication_of(src: Source) -> str:
+    """The publication the source's connector reads: the DBA's, or cdc's own."""
+    return src.publication or names.publication_name(src.name)
 
 
 def with_password(dsn: str, password: str | None) -> str:
@@ -129,17 +181,23 @@ def with_password(dsn: str, password: str | None) -> str:
     return make_conninfo(dsn, password=password) if password is not None else make_conninfo(dsn)
 
 
-def add_source(ctx: Context, name: str, dsn: str, password: str | None = None) -> Source:
+def add_source(ctx: Context, name: str, dsn: str, password: str | None = None,
+               publication: str | None = None) -> Source:
     """Register a Postgres database. `password` (from an environment variable, a file or a
-    prompt) wins over one inside the DSN. Nothing is stored unless a connection works."""
+    prompt) wins over one inside the DSN. `publication`: a publication the DBA created and
+    maintains (least privilege; README "Managed Postgres"). Nothing is stored unless a
+    connection works, with the DSN's TLS settings, and the connector could use them too."""
     names.check_source_name(name)
     if name == names.DEFAULT_SOURCE:
         raise ConfigError("the source name 'default' is reserved for CDC_POSTGRES_DSN (or the local stack)",
                           hint="choose another name")
     full = with_password(dsn, password)
-    src = source_from_dsn(name, full)
-    with catalog.connect(full) as conn:      # reachable and the credentials work
+    src = source_from_dsn(name, full, publication=publication)
+    with catalog.connect(full) as conn:      # reachable, the credentials work, TLS verifies
         conn.execute("select 1")
+    if src.sslkey and (problems := tls.client_key_problems(src.sslkey)):
+        raise catalog.format_problems(f"source {name}: the Debezium connector could not use this TLS client key",
+                                      problems)
     secret = conninfo_to_dict(full).get("password")
     if secret:
         write_password(ctx.settings, name, str(secret))

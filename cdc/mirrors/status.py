@@ -1,4 +1,4 @@
-"""What a mirror is doing now (registry, connector, Flink job, slot, Pinot), and SQL on Pinot."""
+"""What a mirror is doing now (registry, snapshot, connector, Flink job, slot, Pinot), and SQL on Pinot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import psycopg
 from cdc.core import names
 from cdc.core.errors import CdcError, ConfigError, RemoteError
 from cdc.mirrors.context import Context, pinot_enabled
+from cdc.mirrors import snapshot
 from cdc.mirrors.lifecycle import get_mirror
+from cdc.mirrors.registry import MirrorRecord
 from cdc.mirrors.sources import get_source, source_dsn
 from cdc.mirrors import state
 from cdc.postgres import catalog, slots
@@ -18,10 +20,20 @@ from cdc.postgres import catalog, slots
 
 # -- status / query ----------------------------------------------------------------------
 
+def _snapshot_status(ctx: Context, rec: MirrorRecord) -> tuple[dict[str, Any], MirrorRecord]:
+    """The table's snapshot as Debezium reported it (cdc.mirrors.snapshot); a failure seen now
+    turns the registry state to "error" (and a later snapshot under way back to "running")."""
+    try:
+        p = snapshot.progress_of(ctx, rec, get_source(ctx, rec.spec.source))
+        return p.as_dict(), snapshot.settle(ctx, rec, p)
+    except Exception as exc:  # Kafka, Postgres or Connect: status must still answer
+        return {"error": str(exc).splitlines()[0][:300]}, rec
+
+
 def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
-    rec = get_mirror(ctx, name)
+    snap, rec = _snapshot_status(ctx, get_mirror(ctx, name))
     out: dict[str, Any] = {"name": name, "state": rec.state, "source": rec.spec.source,
-                           "table": rec.spec.qualified, "flat_topic": names.flat_topic(name)}
+                           "table": rec.spec.qualified, "flat_topic": names.flat_topic(name), "snapshot": snap}
     try:
         st = ctx.connect.status(names.connector_name(rec.spec.source))
         out["connector"] = None if st is None else {

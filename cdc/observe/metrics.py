@@ -8,6 +8,9 @@ series alerts as "absent", a fake 0 would look healthy).
 State gauges follow the enum pattern: one series per possible state with value 1 for the
 current state and 0 for the others, so `cdc_flink_job_state{state="RUNNING"} == 0` alerts.
 
+Snapshot progress: cdc_mirror_snapshot_state (enum), _rows and _rows_estimate per mirror, from
+Debezium's snapshot notifications (cdc/mirrors/snapshot.py; each source's topic read once).
+
 Freshness (commit -> visible). measure_freshness() upserts one row into
 _cdc.freshness(id int primary key, committed_at timestamptz) in the source database and
 times, with this host's clock (no clock skew between hosts involved), how long until the
@@ -121,8 +124,11 @@ def _freshness_mirror(ctx: service.Context, source: str) -> str | None:
 def _write_heartbeat(ctx: service.Context, src: Source) -> datetime:
     """Upsert the probe row (autocommit: the row is committed when this returns)."""
     with catalog.connect(service.source_dsn(ctx, src), connect_timeout=5) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS _cdc")
-        conn.execute("CREATE TABLE IF NOT EXISTS _cdc.freshness (id int PRIMARY KEY, committed_at timestamptz NOT NULL)")
+        # IF NOT EXISTS still needs CREATE privileges: a least-privileged role (README "Managed
+        # Postgres") uses the table its DBA created, so only create it when it is missing.
+        if conn.execute("SELECT to_regclass('_cdc.freshness')").fetchone()[0] is None:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS _cdc")
+            conn.execute("CREATE TABLE IF NOT EXISTS _cdc.freshness (id int PRIMARY KEY, committed_at timestamptz NOT NULL)")
         row = conn.execute("INSERT INTO _cdc.freshness (id, committed_at) VALUES (1, clock_timestamp()) "
                            "ON CONFLICT (id) DO UPDATE SET committed_at = EXCLUDED.committed_at "
                            "RETURNING committed_at").fetchone()
@@ -207,12 +213,40 @@ def slot_wal_retained(ctx: service.Context, src: Source) -> int | None:
 
 # -- render ----------------------------------------------------------------------------------
 
+# -- snapshot progress ------------------------------------------------------------------------
+
+SNAPSHOT_STATES = ("requested", "queued", "running", "paused", "done", "failed", "unknown")
+SnapshotReader = Callable[[service.Context, list[Any]], "dict[str, Any]"]
+
+
+def mirror_snapshots(ctx: service.Context, mirrors: list[Any]) -> dict[str, Any]:
+    """mirror name -> snapshot.Progress, each source's notification topic read once; a mirror
+    whose source does not answer is left out (no made-up numbers)."""
+    from cdc.mirrors import snapshot
+    notes: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Any] = {}
+    for rec in mirrors:
+        try:
+            src = service.get_source(ctx, rec.source)
+            if src.name not in notes:
+                topic = names.notification_topic(src.name)
+                notes[src.name] = [n for _, n in snapshot.read_notifications(ctx.settings.kafka_bootstrap, topic)]
+            out[rec.name] = snapshot.progress_of(ctx, rec, src, notes[src.name])
+        except Exception:  # Kafka, Postgres or a registry gap: no series for this mirror
+            continue
+    return out
+
+
 def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_retained,
-                   now: Callable[[], float] = time.time) -> str:
+                   now: Callable[[], float] = time.time, snapshot_reader: SnapshotReader = mirror_snapshots) -> str:
     """Every metric, as Prometheus text. Never raises for a system that is down."""
     m = MetricText()
     up: dict[str, bool] = {}
     mirrors = ctx.registry.list_mirrors()
+    try:
+        snaps = snapshot_reader(ctx, mirrors)
+    except Exception:  # never let one reader break the scrape
+        snaps = {}
     statuses: dict[str, Any] = {}
     try:
         existing = set(ctx.connect.list_connectors())
@@ -228,6 +262,15 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
     for rec in mirrors:
         base = {"mirror": rec.name, "source": rec.source}
         m.add("cdc_mirror_state", "Registry state of the mirror (1 = current).", 1, {**base, "state": rec.state})
+        if (snap := snaps.get(rec.name)) is not None:
+            m.enum("cdc_mirror_snapshot_state", "The table's snapshot as Debezium reports it (1 = current).",
+                   snap.state, SNAPSHOT_STATES, base)
+            if snap.rows is not None:
+                m.add("cdc_mirror_snapshot_rows", "Rows the snapshot read (done: Debezium's count; running: "
+                      "change events since it began).", snap.rows, base)
+            if snap.estimate is not None:
+                m.add("cdc_mirror_snapshot_rows_estimate", "Rows the table holds (estimate) while not done.",
+                      snap.estimate, base)
         cname = rec.connector_name or names.connector_name(rec.source)
         if existing is not None:
             if cname not in statuses:

@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 
 from cdc.core.errors import ConfigError, NotFoundError, PermanentRemoteError, PreflightError, UnreachableError
 from cdc.core.models import Column, ColumnKind, TableInfo
+from cdc.postgres import tls
 
 MIN_SERVER_VERSION = 100000          # pgoutput exists since Postgres 10
 _REPLIDENT = {"d": "default", "f": "full", "i": "index", "n": "nothing"}
@@ -117,11 +118,23 @@ def connect(dsn: str, *, connect_timeout: int = 10, autocommit: bool = True) -> 
                           hint="use postgresql://user@host:port/dbname or 'host=... dbname=...'") from None
     except psycopg.OperationalError as e:
         reason = scrub(str(e).strip(), dsn)
+        if tls_failure := tls.classify_connect_error(reason, _dsn_settings(dsn)):   # not transient: name the fix
+            raise PreflightError(f"cannot connect to Postgres at {redact_dsn(dsn)}: {tls_failure[0]}",
+                                 hint=tls_failure[1]) from None
         if "FATAL" in reason and any(w in reason for w in _AUTH_WORDS):
             raise PreflightError(f"Postgres at {redact_dsn(dsn)} refused the connection: {reason}",
                                  hint="check the user, password, database name and pg_hba.conf") from None
         raise UnreachableError("postgres", f"cannot connect to {redact_dsn(dsn)}: {reason}",
                                hint="check that Postgres is running and reachable from this host") from None
+
+
+def _dsn_settings(dsn: str) -> dict[str, str]:
+    """The DSN's libpq settings without the password (for messages), {} if it does not parse."""
+    try:
+        return {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()
+                if k not in ("password", "sslpassword")}
+    except psycopg.Error:
+        return {}
 
 
 @contextmanager
@@ -264,12 +277,17 @@ def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table:
 # ---------------------------------------------------------------- preflight
 
 def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_columns: list[str] | None,
-              *, check_create_publication: bool = True, slot_name: str | None = None) -> TableInfo:
+              *, check_create_publication: bool = True, slot_name: str | None = None,
+              publication: str | None = None) -> TableInfo:
     """Check that schema.table can be mirrored through Debezium/pgoutput; return its TableInfo.
 
     Raises NotFoundError for an unknown table, PreflightError (all problems, each with its
     fix) for anything the user must change. `slot_name`: when that replication slot already
     exists (another mirror on this source), no free slot or WAL sender is required.
+    `publication`: a DBA-managed publication (least privilege). Then table ownership and
+    CREATE on the database are not needed; instead the publication must exist and hold the
+    table and cdc's _cdc tables, which the role must be able to use (_publication_problems).
+    A TLS client key the connector could not read is reported too (cdc.postgres.tls).
     """
     name, version = qualified_name(schema, table), conn.info.server_version
     subject = f"cannot mirror {name}"
@@ -317,13 +335,20 @@ def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_column
     if not (s["rolsuper"] or s["rolreplication"] or s["rds_replication"]):
         problems.append((f"role {role} may not replicate (it has neither REPLICATION nor SUPERUSER)",
                          f"ALTER ROLE {role} REPLICATION;  (on RDS: GRANT rds_replication TO {role};)"))
+    managed = " (least privilege: have the DBA create a publication and register the source with " \
+              "`cdc source add ... --publication NAME`, README \"Managed Postgres\")"
+    if publication is not None:
+        check_create_publication = False
+        problems += _publication_problems(conn, publication, schema, table, rel, s["rolname"])
     if check_create_publication and not rel["is_owner"]:
         problems.append((f"role {role} does not own {name} (owner: {quote_ident(rel['owner'])}); Debezium must "
                          "own a table to add it to its publication",
-                         f"ALTER TABLE {name} OWNER TO {role};  or pre-create the publication as the owner"))
+                         f"ALTER TABLE {name} OWNER TO {role};{managed}"))
     if check_create_publication and not s["can_create"]:
         problems.append((f"role {role} may not CREATE PUBLICATION in database {db}",
-                         f"GRANT CREATE ON DATABASE {db} TO {role};"))
+                         f"GRANT CREATE ON DATABASE {db} TO {role};{managed}"))
+    if sslkey := conn.info.get_parameters().get("sslkey"):
+        problems += tls.client_key_problems(sslkey)
     if not rel["can_use_schema"]:
         problems.append((f"role {role} has no USAGE on schema {quote_ident(schema)}",
                          f"GRANT USAGE ON SCHEMA {quote_ident(schema)} TO {role};"))
@@ -342,6 +367,85 @@ def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_column
     if problems:
         raise format_problems(subject, problems)
     return info
+
+
+def _publication_problems(conn: psycopg.Connection[Any], publication: str, schema: str, table: str,
+                          rel: dict[str, Any], rolname: str) -> list[tuple[str, str]]:
+    """A DBA-managed publication: it exists, publishes insert/update/delete, and holds the table
+    in full (no row filter, no column list) plus cdc's _cdc tables (signal, heartbeat,
+    freshness), which exist and which the role may SELECT (Debezium snapshots them), INSERT
+    and UPDATE (signals, heartbeats, freshness probes). Nothing is created here; every fix is
+    a statement for the DBA (the owner of the publication and the tables)."""
+    from cdc.core.names import FRESHNESS_TABLE, HEARTBEAT_TABLE, SIGNAL_TABLE
+    from cdc.mapping.render import bootstrap_sql
+    pub, role, name = quote_ident(publication), quote_ident(rolname), qualified_name(schema, table)
+    cdc_tables = [qualified_name(*t) for t in (SIGNAL_TABLE, HEARTBEAT_TABLE, FRESHNESS_TABLE)]
+    with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
+        p = cur.execute("SELECT oid, puballtables, pubinsert, pubupdate, pubdelete FROM pg_publication "
+                        "WHERE pubname = %s", (publication,)).fetchone()
+        cdc = cur.execute(
+            """SELECT t.name, c.oid IS NOT NULL AS present,
+                      c.oid IS NOT NULL AND has_schema_privilege(c.relnamespace, 'USAGE') AS can_use_schema,
+                      c.oid IS NOT NULL AND has_table_privilege(c.oid, 'SELECT') AS can_select,
+                      c.oid IS NOT NULL AND has_table_privilege(c.oid, 'INSERT') AS can_insert,
+                      c.oid IS NOT NULL AND has_table_privilege(c.oid, 'UPDATE') AS can_update
+               FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, ord)
+               LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) ORDER BY t.ord""", (cdc_tables,)).fetchall()
+        wanted = [(schema, table)] + [(s_, t_) for s_, t_ in (SIGNAL_TABLE, HEARTBEAT_TABLE, FRESHNESS_TABLE)]
+        filters = "attnames, rowfilter" if conn.info.server_version >= 150000 else "NULL AS attnames, NULL AS rowfilter"
+        published = {(r["schemaname"], r["tablename"]): r for r in cur.execute(
+            f"SELECT schemaname, tablename, {filters} FROM pg_publication_tables WHERE pubname = %s", (publication,))}
+        root_published = p is not None and cur.execute(   # a partitioned table published via its root
+            "SELECT 1 FROM pg_publication_rel WHERE prpubid = %s AND prrelid = %s", (p["oid"], rel["oid"])).fetchone()
+    missing_cdc = [r["name"] for r in cdc if not r["present"]]
+    ddl = " ".join(f"{stmt};" for stmt in bootstrap_sql("")) if missing_cdc else ""
+    grants = (f"GRANT USAGE ON SCHEMA _cdc TO {role}; GRANT SELECT, INSERT, UPDATE ON {', '.join(cdc_tables)} "
+              f"TO {role};")
+    if p is None:
+        create = f"CREATE PUBLICATION {pub} FOR TABLE {name}, {', '.join(cdc_tables)};"
+        return [(f"publication {pub} does not exist in this database (a source registered with --publication "
+                 "uses the DBA's publication and never creates one)",
+                 "as the DBA (owner of the tables): " + " ".join(x for x in (ddl, grants, create) if x))]
+    problems: list[tuple[str, str]] = []
+    if not (p["pubinsert"] and p["pubupdate"] and p["pubdelete"]):
+        problems.append((f"publication {pub} does not publish every INSERT, UPDATE and DELETE",
+                         f"as its owner: ALTER PUBLICATION {pub} SET (publish = 'insert, update, delete, truncate');"))
+    if missing_cdc:
+        problems.append((f"cdc's own table(s) {', '.join(missing_cdc)} do not exist, and this role may not create "
+                         "them (signals, heartbeats, freshness probes)",
+                         f"as the DBA: {ddl} {grants} ALTER PUBLICATION {pub} ADD TABLE {', '.join(missing_cdc)};"))
+    lacking = [f"{verb} on {r['name']}" for r in cdc if r["present"] and r["can_use_schema"]
+               for verb, ok in (("SELECT", r["can_select"]), ("INSERT", r["can_insert"]),
+                                ("UPDATE", r["can_update"])) if not ok]
+    if any(r["present"] and not r["can_use_schema"] for r in cdc):
+        lacking.insert(0, "USAGE on schema _cdc")
+    if lacking:
+        problems.append((f"role {role} lacks {'; '.join(lacking)} (Debezium snapshots these tables and writes "
+                         "heartbeats, cdc writes signals and freshness probes)", f"as the DBA: {grants}"))
+    absent = [qualified_name(s_, t_) for s_, t_ in wanted
+              if (s_, t_) not in published and not (p["puballtables"] or ((s_, t_) == (schema, table) and root_published))
+              and qualified_name(s_, t_) not in missing_cdc]
+    if absent:
+        problems.append((f"publication {pub} does not contain {', '.join(absent)}, so Debezium would never see "
+                         "their changes", f"as the owner of the publication and the table(s): ALTER PUBLICATION {pub} "
+                                          f"ADD TABLE {', '.join(absent)};"))
+    partial = [qualified_name(s_, t_) for s_, t_ in wanted if (r := published.get((s_, t_)))
+               and (r["rowfilter"] is not None or (r["attnames"] is not None and
+                                                   s_ == schema and t_ == table and
+                                                   len(r["attnames"]) < len(_column_names(conn, rel["oid"]))))]
+    if partial:
+        problems.append((f"publication {pub} publishes only some rows or columns of {', '.join(partial)} (a row "
+                         "filter or column list): the mirror would not be an exact copy",
+                         "as its owner, publish them in full: " + " ".join(
+                             f"ALTER PUBLICATION {pub} DROP TABLE {t}; ALTER PUBLICATION {pub} ADD TABLE {t};"
+                             for t in partial)))
+    return problems
+
+
+def _column_names(conn: psycopg.Connection[Any], oid: int) -> list[str]:
+    with _translated(conn), conn.cursor() as cur:
+        return [r[0] for r in cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                                          "AND NOT attisdropped AND attgenerated = ''", (oid,))]
 
 
 def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,

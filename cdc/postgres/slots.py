@@ -38,10 +38,13 @@ def drop_slot_when_idle(conn: psycopg.Connection[Any], slot: str, timeout: float
         time.sleep(0.5)
 
 
-def drop_slot_and_publication(dsn: str, source: str, timeout: float = 60) -> None:
+def drop_slot_and_publication(dsn: str, source: str, timeout: float = 60, *, drop_publication: bool = True) -> None:
+    """`drop_publication=False` for a DBA-managed publication (source added with --publication):
+    it is the DBA's, and the least-privileged role could not drop it anyway."""
     slot, pub = names.slot_name(source), names.publication_name(source)
     with catalog.connect(dsn) as conn:
         if not drop_slot_when_idle(conn, slot, timeout):
             raise CdcError(f"replication slot {slot} is still in use after the connector was deleted",
                            hint=f"drop it when idle: SELECT pg_drop_replication_slot('{slot}')")
-        conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
+        if drop_publication:
+            conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))

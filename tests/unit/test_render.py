@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,14 +66,20 @@ def test_connector_core_settings() -> None:
     assert "_cdc.heartbeat" in cfg["heartbeat.action.query"] and int(cfg["heartbeat.interval.ms"]) > 0
 
 
-def test_include_list_is_anchored_escaped_and_has_signal_table() -> None:
+def test_include_list_is_case_sensitive_escaped_and_has_signal_table() -> None:
     plain = TableInfo(schema_name="public", table_name="a.b,c", primary_key=["id"],
                       columns=[col("id", "integer", "int4", 1)])
     cfg = render.render_connector(source(), [orders(), plain], kafka_bootstrap=BOOT, password_ref=None)
-    assert cfg["table.include.list"].split(",")[0] == r"^Sales\.Order\x20Items$"
-    assert r"^public\.a\.b\x2cc$" in cfg["table.include.list"]
-    assert r"^_cdc\.debezium_signal$" in cfg["table.include.list"]
-    assert r"^_cdc\.heartbeat$" in cfg["table.include.list"]
+    assert cfg["table.include.list"].split(",")[0] == r"(?-i)Sales\.Order\x20Items"
+    assert r"(?-i)public\.a\.b\x2cc" in cfg["table.include.list"]
+    assert r"(?-i)_cdc\.debezium_signal" in cfg["table.include.list"]
+    assert r"(?-i)_cdc\.heartbeat" in cfg["table.include.list"]
+
+
+def test_snapshot_notifications_go_to_the_sources_topic() -> None:
+    cfg = render.render_connector(source(), [orders()], kafka_bootstrap=BOOT, password_ref=None)
+    assert cfg["notification.enabled.channels"] == "sink"
+    assert cfg["notification.sink.topic.name"] == "cdc.default._cdc.notifications"
 
 
 @pytest.mark.parametrize("ref", ["s3cr3t", "${file:/x", "pass${file:/x:y}", "${nocolon}"])
@@ -94,10 +101,14 @@ def test_connector_never_contains_clear_password() -> None:
 
 def test_toast_columns_get_full_identity_and_reselect() -> None:
     cfg = render.render_connector(source(), [orders()], kafka_bootstrap=BOOT, password_ref=None)
-    assert cfg["replica.identity.autoset.values"] == r"^Sales\.Order\x20Items$:FULL"
+    # Debezium's autoset would run ALTER TABLE Sales.Order Items unquoted: cdc sets FULL itself.
+    assert "replica.identity.autoset.values" not in cfg and render.needs_full_identity(orders())
+    plain = orders().model_copy(update={"schema_name": "sales", "table_name": "order_items"})
+    cfg_plain = render.render_connector(source(), [plain], kafka_bootstrap=BOOT, password_ref=None)
+    assert cfg_plain["replica.identity.autoset.values"] == r"(?-i)sales\.order_items:FULL"
     assert cfg["post.processors.reselector.type"] == "io.debezium.processors.reselect.ReselectColumnsPostProcessor"
     assert cfg["post.processors.reselector.reselect.columns.include.list"] == \
-        r"Sales\.Order\x20Items:note,Sales\.Order\x20Items:tags"
+        r"(?-i)Sales\.Order\x20Items:note,(?-i)Sales\.Order\x20Items:tags"
     assert cfg["post.processors.reselector.reselect.null.values"] == "false"
     full = orders().model_copy(update={"replica_identity": "full"})
     cfg2 = render.render_connector(source(), [full], kafka_bootstrap=BOOT, password_ref=None)
@@ -109,8 +120,11 @@ def test_key_override_sets_message_key_columns() -> None:
                                                                           col("b", "text", "text", 2)])
     cfg = render.render_connector(source(), [keyless], kafka_bootstrap=BOOT, password_ref=None,
                                   key_overrides={"public.log": ["a"]})
-    assert cfg["message.key.columns"] == r"^public\.log$:a"
-    assert cfg["replica.identity.autoset.values"] == r"^public\.log$:FULL"
+    # Debezium joins table and column regex with "." (Key.CustomKeyMapper): no "$" in between.
+    assert cfg["message.key.columns"] == r"(?-i)public\.log:a"
+    table_rx, cols = cfg["message.key.columns"].split(":", 1)
+    assert re.fullmatch(table_rx.replace("(?-i)", "") + "." + cols, "public.log.a")
+    assert cfg["replica.identity.autoset.values"] == r"(?-i)public\.log:FULL"
     with pytest.raises(ConfigError):
         render.render_connector(source(), [keyless], kafka_bootstrap=BOOT, password_ref=None)
 

@@ -1,0 +1,114 @@
+"""How Debezium 3.6.1 reads the table names cdc hands it, and how cdc spells them. Pure.
+
+Read in Debezium's source at tag v3.6.1.Final (debezium-connector-common, -postgres, -util):
+
+* Regex settings -- table.include.list, message.key.columns, replica.identity.autoset.values,
+  the reselect column list -- are matched with ``matches()`` against the UNQUOTED identifier
+  "schema.table" (TableId.toString; ColumnId "schema.table.column"; reselect
+  "schema.table:column"), case-insensitively (Predicates.includes compiles with
+  CASE_INSENSITIVE). Lists split on "," (Strings.RegExSplitter), message.key.columns also on
+  ";" then ":" and joins table and column regex with "." (Key.CustomKeyMapper), autoset entries
+  must match ``[^\\s:]+:FULL``. So every name is regex-escaped (java_regex_escape spells
+  blanks and , ; : as \\xNN), NOT anchored (a "$" before the joined ".column" can never match),
+  and starts with ``(?-i)``: Postgres names are case-sensitive.
+* The execute-snapshot signal (ExecuteSnapshot -> AbstractIncrementalSnapshotChangeEventSource.
+  expandAndDedupeDataCollectionIds -> AbstractIncrementalSnapshotContext.buildDataCollection):
+  each data-collections entry is compiled as a Java regex and matched against every captured
+  table's unquoted identifier; a match is replaced by that identifier, else the entry is kept.
+  Then TableId.parse (TableIdParser; two parts = schema, table): parts split on ".", a part
+  may be quoted with " ' or ` (the quote doubled inside), whitespace ends an unquoted part, and
+  afterwards '' "" `` become one character in every part. What does not parse is logged
+  ("Unable to parse table identifier from ... Skipping it.") and dropped: the bug of issue 11.
+  So a table is sent as "schema"."table" (quotes doubled), which parses for any name and never
+  matches an identifier as a regex -- as long as it compiles as a Java regex. When it might
+  not (regex metacharacters), the escaped unquoted identifier is sent instead, which only works
+  when that identifier parses back unchanged. Names that fit neither are refused.
+* replica.identity.autoset.values runs ``ALTER TABLE <schema.table unquoted> REPLICA IDENTITY
+  FULL`` (PostgresConnection.setReplicaIdentityForTable): a syntax error for blanks and keywords,
+  and for capitals a statement on the lowercase name, i.e. possibly ANOTHER table. cdc sets FULL
+  itself before adding a table; the setting is rendered only for names unquoted SQL spells
+  unchanged (autoset_safe). Debezium reads the current identity with bound parameters first, so
+  on a table already FULL it runs nothing.
+* The incremental snapshot keeps the tables still to read in the connector's offsets as unquoted
+  identifiers and parses them back when a task starts (SnapshotDataCollection, "TODO Handle
+  non-standard table ids"): a task restarted in the middle of such a snapshot of a name with a
+  blank or a leading quote cannot start. cdc does not restart the task while one runs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cdc.core.errors import ConfigError
+
+_REGEX_META = set("\\[]{}*+?|")      # may make a string an invalid Java regex (parentheses: checked)
+_QUOTES = "\"'`"
+_AUTOSET_SAFE = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def java_regex_escape(text: str) -> str:
+    """Escape for a Java regex: backslash every ASCII non-alphanumeric except '_'.
+
+    Java treats a backslash before any non-alphabetic character as that literal character,
+    and Debezium's list splitter turns the resulting "\\," back into a literal comma."""
+    def esc(ch: str) -> str:
+        if ch.isspace() or ch in ":,;":
+            # Debezium's list parsers split on these or reject whitespace outright
+            # (replica.identity.autoset.values), so spell them as \\xNN / \\uNNNN.
+            return f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+        return f"\\{ch}" if ch.isascii() and not (ch.isalnum() or ch == "_") else ch
+    return "".join(esc(ch) for ch in text)
+
+
+def identifier(schema: str, table: str) -> str:
+    """Debezium's identifier of a Postgres table (TableId.identifier()): unquoted, as it appears
+    in notifications and logs."""
+    return f"{schema}.{table}"
+
+
+def table_regex(schema: str, table: str) -> str:
+    """Case-sensitive regex matching exactly the table's unquoted identifier."""
+    return "(?-i)" + java_regex_escape(identifier(schema, table))
+
+
+def column_regex(column: str) -> str:
+    return java_regex_escape(column)
+
+
+def autoset_safe(schema: str, table: str) -> bool:
+    """True when Debezium's unquoted ALTER TABLE names this very table (lowercase ASCII)."""
+    return bool(_AUTOSET_SAFE.fullmatch(schema) and _AUTOSET_SAFE.fullmatch(table))
+
+
+def _java_regex_ok(text: str) -> bool:
+    """Conservative: no metacharacter that can make a Java regex invalid, balanced parentheses."""
+    if set(text) & _REGEX_META:
+        return False
+    depth = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _parses_unquoted(part: str) -> bool:
+    """TableIdParser reads this part back unchanged when it is not quoted."""
+    return bool(part) and "." not in part and not any(ch.isspace() for ch in part) \
+        and part[0] not in _QUOTES and not any(q * 2 in part for q in _QUOTES)
+
+
+def signal_data_collection(schema: str, table: str) -> str:
+    """The table as an execute-snapshot signal's data-collections entry (see module doc)."""
+    if not any(q * 2 in part for part in (schema, table) for q in "'`"):
+        quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, table))
+        if _java_regex_ok(quoted):
+            return quoted
+    if _parses_unquoted(schema) and _parses_unquoted(table):
+        return "^" + java_regex_escape(identifier(schema, table)) + "$"
+    raise ConfigError(
+        f"Debezium 3.6.1 cannot be asked to snapshot {identifier(schema, table)!r} while its connector runs: "
+        "its signal parser cannot read this name (a blank, dot or leading quote together with one of "
+        "\\ [ ] { } * + ? | or unbalanced parentheses, or a doubled ' or `)",
+        hint="rename the table (ALTER TABLE ... RENAME TO ...), or mirror it through a new source on the same "
+             "database (`cdc source add NAME --dsn ...`): a new connector's initial snapshot reads any name")

@@ -1,0 +1,147 @@
+"""Tables named the way real ones are -- capitals, blanks, dots, quotes, reserved words,
+non-ASCII -- added one after another to a source that already streams a table (issue 11,
+item 1). Each table has rows before `mirror add` and a TOASTable column, so it needs
+REPLICA IDENTITY FULL and an incremental snapshot. After each add the mirror must equal
+Postgres (read through Pinot's own upsert code), FULL must be set, and the snapshot must
+show as done in `mirror status`.
+
+Own database (h_names), own source, own registry: the stack is shared with other tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from pydantic import SecretStr
+
+from cdc.core.settings import Settings
+from cdc.mirrors import service
+from cdc.postgres import catalog
+from syncing import wait_in_sync
+
+pytestmark = pytest.mark.integration
+DB = "h_names"
+SOURCE = "h_names"
+ROWS = 300
+ODD_TABLES = [("Sales", "Order Lines"), ("weird.schema", 'Tab"le'), ("public", "select"), ("Ünïcødé", "Grüße")]
+
+
+def _dsn(settings: Settings, db: str) -> str:
+    return f"postgresql://postgres@{settings.host}:{settings.ports.postgres}/{db}"
+
+
+def _create(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """id primary key, a TOASTable text column with values stored out of line, and an int."""
+    t = sql.Identifier(schema, table)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL('CREATE TABLE {} (id int PRIMARY KEY, "Note Text" text, n int NOT NULL)').format(t))
+    conn.execute(sql.SQL('ALTER TABLE {} ALTER COLUMN "Note Text" SET STORAGE EXTERNAL').format(t))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT g, repeat(md5(g::text), 100), g FROM generate_series(1, %s) g")
+                 .format(t), (ROWS,))
+
+
+def _cli(ctx: service.Context, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CDC_REGISTRY_PATH": str(ctx.settings.registry_file),
+           "CDC_POSTGRES_DSN": ctx.settings.source_dsn()}
+    return subprocess.run([sys.executable, "-m", "cdc.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def _change(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """Updates that leave the TOASTed column untouched (only FULL brings its value along),
+    a delete and an insert."""
+    t = sql.Identifier(schema, table)
+    conn.execute(sql.SQL("UPDATE {} SET n = n + 1000 WHERE id % 3 = 0").format(t))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id BETWEEN 10 AND 19").format(t))
+    conn.execute(sql.SQL("INSERT INTO {} VALUES (100000, 'late', 1)").format(t))
+
+
+def _leave_nothing(ctx: service.Context) -> None:
+    """What a failed remove may have left: the connector, this source's topics."""
+    from cdc.clients.kafka import KafkaAdmin
+    from cdc.core import names
+    service.delete_connector(ctx, names.connector_name(SOURCE))
+    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
+    for topic in kafka.topics():
+        if topic.startswith((names.topic_prefix(SOURCE) + ".", f"cdc.flat.{SOURCE}_")) \
+                or topic == names.heartbeat_topic(SOURCE):
+            kafka.delete_topic(topic)
+
+
+@pytest.fixture(scope="module")
+def names_ctx(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Context]:
+    admin_dsn = _dsn(settings, "postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    # postgres_dsn only so that syncing.wait_in_sync reads the expected rows from this database.
+    s = settings.model_copy(update={"registry_path": Path(tmp_path_factory.mktemp("names")) / "registry.db",
+                                    "postgres_dsn": SecretStr(_dsn(settings, DB))})
+    ctx = service.context(s)
+    try:
+        yield ctx
+    finally:
+        for m in ctx.registry.list_mirrors():
+            try:
+                service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
+            except Exception as exc:  # keep cleaning up
+                print(f"cleanup of mirror {m.name} failed: {exc}")
+                ctx.registry.remove_mirror(m.name)
+        _leave_nothing(ctx)
+        if ctx.registry.get_source(SOURCE) is not None:
+            service.remove_source(ctx, SOURCE)
+        ctx.close()
+        with psycopg.connect(admin_dsn, autocommit=True) as c:
+            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                      "WHERE database = %s AND NOT active", (DB,))
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
+
+
+def test_odd_names_added_to_a_running_source(names_ctx: service.Context) -> None:
+    ctx = names_ctx
+    dsn = _dsn(ctx.settings, DB)
+    service.add_source(ctx, SOURCE, dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.base (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO public.base SELECT g, 'v' || g FROM generate_series(1, 50) g")
+        base = service.add_mirror(ctx, "public", "base", source=SOURCE, progress=print)
+        wait_in_sync(ctx, base.name, timeout=180)
+        problems: list[str] = []
+        for schema, table in ODD_TABLES:
+            name = catalog.qualified_name(schema, table)
+            _create(conn, schema, table)
+            t0 = time.monotonic()
+            rec = service.add_mirror(ctx, schema, table, source=SOURCE, progress=print)
+            print(f"{name}: mirror add returned after {time.monotonic() - t0:.1f}s")
+            actions = [e.action for e in ctx.registry.list_events(rec.name)]
+            if rec.state != "running" or "snapshot_started" not in actions:
+                problems.append(f"{name}: add returned state {rec.state}, events {actions}: snapshot not confirmed")
+            ident = catalog.introspect(conn, schema, table).replica_identity
+            if ident != "full":
+                problems.append(f"{name}: REPLICA IDENTITY is {ident}, not full")
+            for phase in ("rows before the add", "changes after the add"):
+                if phase.startswith("changes"):
+                    _change(conn, schema, table)
+                try:
+                    print(f"{name}: {phase} in sync after {wait_in_sync(ctx, rec.name, timeout=90):.1f}s")
+                except AssertionError as exc:
+                    problems.append(f"{name}: {phase}: {str(exc)[:300]}")
+                    break
+            snap = service.mirror_status(ctx, rec.name).get("snapshot") or {}
+            print(f"{name}: status snapshot {snap}")
+            if snap.get("state") != "done" or snap.get("rows") != ROWS:
+                problems.append(f"{name}: mirror status shows snapshot {snap}, not done with {ROWS} rows")
+            if (schema, table) == ODD_TABLES[0]:           # the CLI's words for it
+                cli = _cli(ctx, "mirror", "status", rec.name)
+                print(cli.stdout)
+                if f"snapshot   incremental done: {ROWS} rows" not in cli.stdout:
+                    problems.append(f"{name}: `cdc mirror status` printed {cli.stdout!r} {cli.stderr[-300:]!r}")
+        wait_in_sync(ctx, base.name, timeout=60)          # the first table kept streaming
+    assert not problems, "\n".join(problems)
