@@ -14,7 +14,7 @@ import hashlib
 import json
 import struct
 import uuid
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from cdc.mapping.typemap import TypeMapping
@@ -28,12 +28,15 @@ def _f32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", float(x)))[0]
 
 
+_EXACT = Context(prec=2000)     # normalize() must never round (Postgres numerics have up to 147k digits)
+
+
 def _dec(x: Any) -> Decimal | None:
     try:
         d = Decimal(str(x))
     except InvalidOperation:
         return None
-    return None if not d.is_finite() else d.normalize() if d != 0 else Decimal(0)
+    return None if not d.is_finite() else d.normalize(_EXACT) if d != 0 else Decimal(0)
 
 
 def _json(x: Any) -> Any:
@@ -47,12 +50,38 @@ def _json(x: Any) -> Any:
     return x
 
 
+# Postgres -> the text Debezium sends, for the types mirrored as their text form ({c} is the
+# quoted column). Everything else is read as psycopg loads it and converted in pg_scalar.
+_PG_AS_TEXT: dict[str, str] = {
+    "timetz": "CASE WHEN {c} IS NOT NULL THEN regexp_replace(to_char(({c} AT TIME ZONE 'UTC')::time, "
+              "'HH24:MI:SS.US'), '\\.?0+$', '') || 'Z' END",
+    "interval": "'P' || extract(year from {c}) || 'Y' || extract(month from {c}) || 'M' || extract(day from {c}) "
+                "|| 'DT' || extract(hour from {c}) || 'H' || extract(minute from {c}) || 'M' "
+                "|| trim_scale(extract(second from {c})) || 'S'",
+    "money": "{c}::numeric::text",
+    "hstore": "hstore_to_json({c})::text",
+    # the output form: a host address without its /32 or /128 (inet::text always adds it)
+    "inet": "CASE WHEN masklen({c}) = CASE family({c}) WHEN 4 THEN 32 ELSE 128 END THEN host({c}) "
+            "ELSE {c}::text END",
+}
+
+
+def pg_select(m: TypeMapping, quoted_column: str) -> str:
+    """SQL reading a column in a form pg_value turns into the canonical value. Needs the
+    session time zone UTC (ranges of timestamptz print in it, as Debezium's do)."""
+    base = m.pg_type.split("(")[0].strip().lower()
+    base = {"time with time zone": "timetz"}.get(base, base)
+    if m.warning is not None:          # a text fallback: the exact text Debezium sends
+        return _PG_AS_TEXT.get(base, "{c}::text").format(c=quoted_column)
+    return quoted_column
+
+
 def pg_value(v: Any, m: TypeMapping) -> Any:
     """A value as psycopg returns it from Postgres -> canonical."""
     if v is None:
         return [] if not m.single_value else None
     if not m.single_value:
-        return [canon_scalar(pg_scalar(x, m), m) for x in v if x is not None]
+        return [c for x in v if x is not None and (c := canon_scalar(pg_scalar(x, m), m)) is not None]
     return canon_scalar(pg_scalar(v, m), m)
 
 
@@ -81,15 +110,15 @@ def canon_scalar(v: Any, m: TypeMapping) -> Any:
         return _dec(v)
     if t in ("INT", "LONG"):
         return int(v)
-    if t == "FLOAT":
-        return _f32(v)
-    if t == "DOUBLE":
-        return float(v)
+    if t in ("FLOAT", "DOUBLE"):
+        # Pinot's ingestion turns NaN into NULL and -0.0 into 0.0 (SpecialValueTransformer)
+        f = _f32(v) if t == "FLOAT" else float(v)
+        return None if f != f else 0.0 if f == 0 else f
     if t == "BOOLEAN":
         return v if isinstance(v, bool) else str(v).lower() in ("true", "1")
     if t == "BYTES":
         return str(v).lower()
-    if t == "JSON":
+    if t == "JSON" or m.pg_type == "hstore":      # hstore: JSON text, key order and spacing free
         return _json(v)
     return str(v)
 
@@ -97,7 +126,7 @@ def canon_scalar(v: Any, m: TypeMapping) -> Any:
 def flat_value(v: Any, m: TypeMapping) -> Any:
     """A value from the flat topic's JSON (or a Pinot result cell) -> canonical."""
     if not m.single_value:
-        return [canon_scalar(x, m) for x in (v or []) if x is not None]
+        return [c for x in (v or []) if x is not None and (c := canon_scalar(x, m)) is not None]
     return canon_scalar(v, m)
 
 

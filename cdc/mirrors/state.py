@@ -25,7 +25,7 @@ from psycopg import sql
 from cdc.core import names
 from cdc.core.models import MirrorSpec, TableInfo
 from cdc.mapping import canonical, render
-from cdc.mapping.typemap import TypeMapping, map_table
+from cdc.mapping.typemap import TS_NEG_INFINITY, TS_POS_INFINITY, TypeMapping, map_table
 
 Rows = dict[tuple, dict[str, Any]]
 SERVER = "Pinot server"
@@ -43,10 +43,16 @@ def postgres_rows(conn: psycopg.Connection, table: TableInfo, key: list[str] | N
     maps = mappings(table)
     cols = [c.name for c in table.columns]
     keys = key_of(table, key)
-    q = sql.SQL("SELECT {} FROM {}.{}").format(sql.SQL(", ").join(map(sql.Identifier, cols)),
+    sel = [sql.SQL(canonical.pg_select(maps[c], sql.Identifier(c).as_string())) for c in cols]
+    q = sql.SQL("SELECT {} FROM {}.{}").format(sql.SQL(", ").join(sel),
                                                sql.Identifier(table.schema_name), sql.Identifier(table.table_name))
     out: Rows = {}
-    for rec in conn.execute(q):
+    with conn.cursor() as cur:
+        from cdc.postgres.catalog import exact_loaders
+        exact_loaders(cur, TS_POS_INFINITY, TS_NEG_INFINITY)
+        cur.execute("SET TimeZone = 'UTC'")        # canonical.pg_select: ranges print in UTC
+        recs = cur.execute(q).fetchall()
+    for rec in recs:
         row = {c: canonical.pg_value(v, maps[c]) for c, v in zip(cols, rec)}
         out[tuple(row[k] for k in keys)] = row
     return out

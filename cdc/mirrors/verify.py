@@ -34,7 +34,7 @@ from cdc.mapping import canonical, render
 from cdc.mirrors import service
 from cdc.mirrors import state as mirror_state
 from cdc.postgres import catalog
-from cdc.mapping.typemap import TypeMapping, map_table, normalize_type
+from cdc.mapping.typemap import TS_NEG_INFINITY, TS_POS_INFINITY, TypeMapping, map_table, normalize_type
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
@@ -81,7 +81,8 @@ class _Table:
         self.maps: dict[str, TypeMapping] = {m.column: m for m in map_table(info)}
         self.cols = list(self.maps)
         self.rel = sql.Identifier(info.schema_name, info.table_name)
-        self.sel_cols = sql.SQL(", ").join(map(sql.Identifier, self.cols))
+        self.sel_cols = sql.SQL(", ").join(
+            sql.SQL(canonical.pg_select(self.maps[c], sql.Identifier(c).as_string())) for c in self.cols)
         self.key_cols = sql.SQL(", ").join(map(sql.Identifier, keys))
 
     def from_pg(self, rec: Iterable[Any]) -> Row:
@@ -122,11 +123,16 @@ def _pg_key_expr(t: _Table, col: str) -> sql.Composable:
         sql.SQL("CAST(%s::text AS {})").format(sql.SQL(c.type_name))
 
 
+def _exact(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute("SET TimeZone = 'UTC'")       # canonical.pg_select: ranges print in UTC
+    return catalog.exact_loaders(conn, TS_POS_INFINITY, TS_NEG_INFINITY)
+
+
 def _pg_current(dsn: str, t: _Table, keys: list[Key]) -> dict[Key, Row]:
     """The rows of these keys as Postgres holds them now."""
     out: dict[Key, Row] = {}
     tup = sql.SQL("({})").format(sql.SQL(", ").join(_pg_key_expr(t, k) for k in t.keys))
-    with catalog.connect(dsn) as conn:
+    with _exact(catalog.connect(dsn)) as conn:
         for batch in (keys[i:i + _BATCH] for i in range(0, len(keys), _BATCH)):
             q = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
                 t.sel_cols, t.rel, t.key_cols, sql.SQL(", ").join([tup] * len(batch)))
@@ -293,9 +299,11 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
     detail = f"Pinot table {name} (Pinot server)" if use_pinot else \
         f"{mirror_state.engine_label()} over flat topic {topic} (no Pinot server: {why})"
     say(f"verify {name}: {info.qualified} vs {detail}")
-    with catalog.connect(dsn, autocommit=False) as conn:
+    with _exact(catalog.connect(dsn, autocommit=False)) as conn:
+        conn.rollback()                            # _exact's SET opened a transaction: start a fresh one
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        conn.execute("SET TimeZone = 'UTC'")
         lsn, source_rows = conn.execute(sql.SQL("SELECT pg_current_wal_lsn()::text, count(*) FROM {}")
                                         .format(t.rel)).fetchone() or ("?", 0)
         target_rows = target.load(say)

@@ -137,6 +137,33 @@ def _dsn_settings(dsn: str) -> dict[str, str]:
         return {}
 
 
+def exact_loaders(conn: Any, ts_pos: int, ts_neg: int) -> Any:
+    """Make this connection (or cursor) read the values Python's datetime cannot hold:
+    timestamp/timestamptz 'infinity' / '-infinity' as the integers ts_pos / ts_neg (the
+    sentinels the mirror holds), time '24:00:00' as the text '24:00:00.000000'. psycopg
+    would raise on them; readers that compare rows with the mirror need them."""
+    from psycopg.types.datetime import TimeLoader, TimestampLoader, TimestamptzLoader
+
+    class Timestamp(TimestampLoader):
+        def load(self, data: Any) -> Any:
+            raw = bytes(data)
+            return ts_pos if raw == b"infinity" else ts_neg if raw == b"-infinity" else super().load(data)
+
+    class Timestamptz(TimestamptzLoader):
+        def load(self, data: Any) -> Any:
+            raw = bytes(data)
+            return ts_pos if raw == b"infinity" else ts_neg if raw == b"-infinity" else super().load(data)
+
+    class Time(TimeLoader):
+        def load(self, data: Any) -> Any:
+            return "24:00:00.000000" if bytes(data).startswith(b"24:") else super().load(data)
+
+    conn.adapters.register_loader("timestamp", Timestamp)
+    conn.adapters.register_loader("timestamptz", Timestamptz)
+    conn.adapters.register_loader("time", Time)
+    return conn
+
+
 @contextmanager
 def _translated(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """Turn psycopg errors raised by catalog queries into the cdc error tree."""
