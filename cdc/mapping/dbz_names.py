@@ -19,27 +19,33 @@ Read in Debezium's source at tag v3.6.1.Final (debezium-connector-common, -postg
   may be quoted with " ' or ` (the quote doubled inside), whitespace ends an unquoted part, and
   afterwards '' "" `` become one character in every part. What does not parse is logged
   ("Unable to parse table identifier from ... Skipping it.") and dropped: the bug of issue 11.
-  So a table is sent as "schema"."table" (quotes doubled), which parses for any name and never
-  matches an identifier as a regex -- as long as it compiles as a Java regex. When it might
-  not (regex metacharacters), the escaped unquoted identifier is sent instead, which only works
-  when that identifier parses back unchanged. Names that fit neither are refused.
+  So a table is sent as "schema"."table" (quotes doubled), which parses and never matches an
+  identifier as a regex -- as long as it compiles as a Java regex; when it might not (regex
+  metacharacters), the escaped identifier is sent and Debezium swaps in the identifier.
 * replica.identity.autoset.values runs ``ALTER TABLE <schema.table unquoted> REPLICA IDENTITY
   FULL`` (PostgresConnection.setReplicaIdentityForTable): a syntax error for blanks and keywords,
   and for capitals a statement on the lowercase name, i.e. possibly ANOTHER table. cdc sets FULL
   itself before adding a table; the setting is rendered only for names unquoted SQL spells
   unchanged (autoset_safe). Debezium reads the current identity with bound parameters first, so
   on a table already FULL it runs nothing.
-* The incremental snapshot keeps the tables still to read in the connector's offsets as unquoted
-  identifiers and parses them back when a task starts (SnapshotDataCollection, "TODO Handle
-  non-standard table ids"): a task restarted in the middle of such a snapshot of a name with a
-  blank or a leading quote cannot start. cdc does not restart the task while one runs.
+* But an incremental snapshot keeps the tables still to read in the connector's offsets as
+  unquoted identifiers (SnapshotDataCollection, "TODO Handle non-standard table ids") and
+  parses them back after EVERY offset commit (PostgresConnectorTask.performCommit ->
+  OffsetContext.Loader) and at task start. Seen here: a 200,000-row table "Big One"."Rows" killed
+  the task within a second ("IllegalArgumentException: Unexpected input: O"); a name with a
+  dot parses into three parts, i.e. another table, after a restart. So such tables (a part with
+  a blank, a dot, a leading quote or a doubled quote: snapshot_type) get a BLOCKING snapshot
+  (ExecuteSnapshot type "blocking" -> ChangeEventSourceCoordinator.doBlockingSnapshot): streaming
+  pauses while the table is read, its data-collections entry is a regex matched against the
+  unquoted identifier (RelationalSnapshotChangeEventSource.determineDataCollectionsToBeSnapshotted),
+  and nothing about the table goes into the offsets. Neither kind survives a task restart in
+  the middle (a blocking one is not resumed), so cdc does not restart the task while any
+  snapshot runs (cdc.mirrors.snapshot.wait_idle).
 """
 
 from __future__ import annotations
 
 import re
-
-from cdc.core.errors import ConfigError
 
 _REGEX_META = set("\\[]{}*+?|")      # may make a string an invalid Java regex (parentheses: checked)
 _QUOTES = "\"'`"
@@ -98,17 +104,17 @@ def _parses_unquoted(part: str) -> bool:
         and part[0] not in _QUOTES and not any(q * 2 in part for q in _QUOTES)
 
 
-def signal_data_collection(schema: str, table: str) -> str:
-    """The table as an execute-snapshot signal's data-collections entry (see module doc)."""
-    if not any(q * 2 in part for part in (schema, table) for q in "'`"):
-        quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, table))
-        if _java_regex_ok(quoted):
-            return quoted
-    if _parses_unquoted(schema) and _parses_unquoted(table):
-        return "^" + java_regex_escape(identifier(schema, table)) + "$"
-    raise ConfigError(
-        f"Debezium 3.6.1 cannot be asked to snapshot {identifier(schema, table)!r} while its connector runs: "
-        "its signal parser cannot read this name (a blank, dot or leading quote together with one of "
-        "\\ [ ] { } * + ? | or unbalanced parentheses, or a doubled ' or `)",
-        hint="rename the table (ALTER TABLE ... RENAME TO ...), or mirror it through a new source on the same "
-             "database (`cdc source add NAME --dsn ...`): a new connector's initial snapshot reads any name")
+def snapshot_type(schema: str, table: str) -> str:
+    """"incremental" when Debezium can keep the table in an incremental snapshot's offsets (its
+    unquoted identifier parses back unchanged), else "blocking" (see module doc)."""
+    return "incremental" if _parses_unquoted(schema) and _parses_unquoted(table) else "blocking"
+
+
+def signal_data_collection(schema: str, table: str, kind: str) -> str:
+    """The table as an execute-snapshot signal's data-collections entry of that type."""
+    if kind == "blocking":
+        return table_regex(schema, table)       # a regex on the unquoted identifier: any name
+    if snapshot_type(schema, table) != "incremental":
+        raise ValueError(f"{identifier(schema, table)!r} needs a blocking snapshot")
+    quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, table))
+    return quoted if _java_regex_ok(quoted) else "^" + java_regex_escape(identifier(schema, table)) + "$"

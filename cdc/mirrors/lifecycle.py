@@ -24,7 +24,7 @@ from cdc.core import names
 from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PreflightError, RemoteError,
                              UnreachableError)
 from cdc.core.models import MirrorSpec, Source, TableInfo
-from cdc.mapping import dbz_names, render
+from cdc.mapping import render
 from cdc.mirrors import snapshot
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.registry import MirrorRecord
@@ -75,8 +75,9 @@ def render_connector_config(ctx: Context, src: Source, tables: list[TableInfo], 
 
 
 def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
-                key: list[str] | None = None) -> MirrorPlan:
-    """Preflight and render the three artifacts. Creates nothing."""
+                key: list[str] | None = None, replica_identity_full: bool = False) -> MirrorPlan:
+    """Preflight and render the three artifacts. Creates nothing. replica_identity_full: the
+    user accepts REPLICA IDENTITY FULL for a --key table (add_mirror sets it after preflight)."""
     if name is not None:
         names.check_mirror_name(name)
     src = get_source(ctx, source)
@@ -84,7 +85,8 @@ def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DE
                       table_name=table, key_columns=key)
     with catalog.connect(source_dsn(ctx, src)) as conn:
         info = catalog.preflight(conn, schema, table, key, slot_name=names.slot_name(src.name),
-                                 publication=src.publication)
+                                 publication=src.publication,
+                                 accept_replica_identity_full=replica_identity_full and bool(key))
     _refuse_topic_collision(ctx, spec)
     tables, overrides = tables_of_source(ctx, src, extra=spec)
     ctopic, ftopic = names.change_topic(source, schema, table), names.flat_topic(spec.name)
@@ -199,8 +201,10 @@ def _ensure_full_identity(ctx: Context, src: Source, table: TableInfo, progress:
     if not render.needs_full_identity(table) or table.replica_identity == "full":
         return
     name = catalog.qualified_name(table.schema_name, table.table_name)
-    progress(f"postgres: ALTER TABLE {name} REPLICA IDENTITY FULL")
     with catalog.connect(source_dsn(ctx, src)) as conn:
+        if catalog.introspect(conn, table.schema_name, table.table_name).replica_identity == "full":
+            return                              # set since the plan (--replica-identity-full)
+        progress(f"postgres: ALTER TABLE {name} REPLICA IDENTITY FULL")
         try:
             catalog.set_replica_identity_full(conn, table.schema_name, table.table_name)
         except PreflightError as exc:
@@ -214,10 +218,14 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
                progress: Progress = _say) -> MirrorRecord:
     """Create the mirror. replica_identity_full: the user accepts ALTER TABLE ... REPLICA
     IDENTITY FULL on a --key table (done only when preflight says it is what is missing)."""
-    if replica_identity_full and key:
-        _accept_replica_identity_full(ctx, source, schema, table, key, progress)
-    plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key)
+    plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key,
+                       replica_identity_full=replica_identity_full)
     spec, src = plan.spec, plan.source
+    if replica_identity_full and key and plan.table.replica_identity != "full":
+        # every check passed: only now change the table (and say so)
+        with catalog.connect(source_dsn(ctx, src)) as conn:
+            progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
+            catalog.set_replica_identity_full(conn, schema, table)
     existing = ctx.registry.get_mirror(spec.name)
     if existing is not None:
         if existing.spec == spec:
@@ -231,8 +239,7 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
     kafka.topics()
     cname = names.connector_name(src.name)
-    if ctx.connect.get_config(cname) is not None:   # an incremental snapshot will read the table
-        dbz_names.signal_data_collection(spec.schema_name, spec.table_name)   # refuses what Debezium cannot parse
+    if ctx.connect.get_config(cname) is not None:   # its task restarts: not in the middle of a snapshot
         snapshot.wait_idle(ctx, cname, progress)
     undo: list[tuple[str, Callable[[], Any]]] = []
     ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
@@ -269,9 +276,9 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
             ctx.connect.put_config(cname, plan.connector)
             undo.append(("restore connector config", lambda: ctx.connect.put_config(cname, previous)))
             _wait_task_restarted(ctx, src, cname, spec, since=since)
-            sig = send_snapshot_signal(ctx, src, [(spec.schema_name, spec.table_name)])
-            request = snapshot.Request("incremental", notes_from, sig)
-            progress(f"debezium: incremental snapshot of {spec.qualified} requested (signal {sig})")
+            tables = [(spec.schema_name, spec.table_name)]
+            request = snapshot.Request(snapshot.signal_kind(tables), notes_from, send_snapshot_signal(ctx, src, tables))
+            progress(f"debezium: {request.kind} snapshot of {spec.qualified} requested (signal {request.signal_id})")
         else:
             create_connector(ctx, cname, plan.connector)
             undo.append(("delete connector", lambda: delete_connector(ctx, cname)))
@@ -295,16 +302,6 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
 
 
 # -- remove ------------------------------------------------------------------------------
-
-def _accept_replica_identity_full(ctx: Context, source: str, schema: str, table: str, key: list[str],
-                                  progress: Progress) -> None:
-    src = get_source(ctx, source)
-    with catalog.connect(source_dsn(ctx, src)) as conn:
-        info = catalog.introspect(conn, schema, table)
-        if info.replica_identity != "full" and not info.primary_key:
-            progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
-            catalog.set_replica_identity_full(conn, schema, table)
-
 
 def get_mirror(ctx: Context, name: str) -> MirrorRecord:
     rec = ctx.registry.get_mirror(name)

@@ -20,6 +20,10 @@ an incremental snapshot's notifications carry the signal id as their id.
         (Debezium could not parse or find it). ABORTED/COMPLETED before its scan ended: failed.
         Initial snapshot: SKIPPED before it started: failed (the connector had offsets).
 
+Which snapshot reads a table: a new connector's initial one; on a running connector an
+incremental one, or a blocking one for names Debezium cannot keep in its offsets
+(cdc.mapping.dbz_names.snapshot_type). A blocking snapshot reports as "Initial Snapshot".
+
 `confirm` reads the topic from where it ended before the request: queued, running or done
 -> registry "running"; failed, a FAILED connector task, or no sign within the timeout
 (stalled) -> registry "error" + event "snapshot_failed", and SnapshotError.
@@ -67,7 +71,7 @@ class SnapshotError(CdcError):
 @dataclass
 class Progress:
     table: str                          # Debezium's identifier, schema.table
-    kind: str | None = None             # "incremental" | "initial"
+    kind: str | None = None             # "incremental" | "initial" | "blocking"
     state: str = "requested"            # requested | queued | running | paused | done | failed | unknown
     rows: int | None = None             # done: rows Debezium read; running: change events so far
     estimate: int | None = None
@@ -81,7 +85,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Request:
-    kind: str                           # which snapshot reads the table
+    kind: str                           # which snapshot reads the table: incremental | blocking | initial
     from_offset: int                    # notification topic's end before the request
     signal_id: str | None = None
 
@@ -94,9 +98,10 @@ def _listed(table: str, collections: str | None) -> bool:
 
 def step(p: Progress, n: dict[str, Any], *, expect: str | None = None, signal_id: str | None = None) -> None:
     """Apply one notification to p. `expect` (while confirming a request of that kind) also
-    lets notifications that name no table count: SKIPPED, and STARTED of an initial snapshot."""
+    lets notifications that name no table count: SKIPPED, and STARTED of an initial or
+    blocking snapshot (Debezium reports a blocking one as "Initial Snapshot")."""
     kind = KINDS.get(str(n.get("aggregate_type")))
-    if kind is None or (expect is not None and kind != expect):
+    if kind is None or (expect is not None and kind != ("initial" if expect == "blocking" else expect)):
         return
     typ, data, ts = n.get("type"), n.get("additional_data") or {}, n.get("timestamp")
     current, scanned = data.get("current_collection_in_progress"), data.get("scanned_collection")
@@ -114,12 +119,13 @@ def step(p: Progress, n: dict[str, Any], *, expect: str | None = None, signal_id
                                  "find the name; see `cdc stack logs connect`)")
     elif typ in ("STARTED", "IN_PROGRESS", "RESUMED") and mine:
         new = "running" if current == p.table else "queued"
-    elif typ == "STARTED" and expect == "initial" and p.state == "requested":
-        new = "queued"                          # every captured table is read, each named on its turn
+    elif typ == "STARTED" and expect in ("initial", "blocking") and p.state == "requested":
+        new = "queued"                          # the table is named when its turn comes
     elif typ == "PAUSED" and mine and active:
         new = "paused"
     elif typ == "ABORTED" and kind == "initial" and active:
-        new, reason = "requested", "initial snapshot aborted; Debezium re-runs it when its task restarts"
+        new, reason = "failed", ("the snapshot was aborted (its task stopped): Debezium re-runs an initial "
+                                 "snapshot when the task restarts, not a blocking one (`cdc mirror resync`)")
     elif typ in ("ABORTED", "COMPLETED") and active and (queued or "data_collections" not in data):
         new, reason = "failed", f"the snapshot {typ.lower()} before {p.table} was read"
     elif typ == "SKIPPED" and expect == "initial" and p.state == "requested":
@@ -206,11 +212,17 @@ def prepare(ctx: Context, src: Source) -> tuple[int, bool]:
 
 # -- request and confirm ----------------------------------------------------------------------
 
+def signal_kind(tables: list[tuple[str, str]]) -> str:
+    kinds = {dbz_names.snapshot_type(s, t) for s, t in tables}
+    return "incremental" if kinds == {"incremental"} else "blocking"
+
+
 def send_signal(ctx: Context, src: Source, tables: list[tuple[str, str]]) -> str:
-    """INSERT an execute-snapshot row (type incremental) naming `tables` as Debezium parses them."""
-    sig_id = uuid.uuid4().hex
-    data = json.dumps({"data-collections": [dbz_names.signal_data_collection(s, t) for s, t in tables],
-                       "type": "incremental"})
+    """INSERT an execute-snapshot row naming `tables` as Debezium parses them; its type is
+    signal_kind(tables)."""
+    sig_id, kind = uuid.uuid4().hex, signal_kind(tables)
+    data = json.dumps({"data-collections": [dbz_names.signal_data_collection(s, t, kind) for s, t in tables],
+                       "type": kind})
     with catalog.connect(source_dsn(ctx, src)) as conn:
         conn.execute(f"INSERT INTO {'.'.join(names.SIGNAL_TABLE)} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
                      (sig_id, data))
@@ -218,19 +230,23 @@ def send_signal(ctx: Context, src: Source, tables: list[tuple[str, str]]) -> str
 
 
 def snapshot_running(offsets: list[dict[str, Any]]) -> bool:
-    return any(OFFSET_KEY in (o.get("offset") or {}) for o in offsets)
+    """Connect's committed offsets show a snapshot in progress: an incremental one keeps its
+    table list there, an initial or blocking one "snapshot": INITIAL | BLOCKING."""
+    return any(OFFSET_KEY in off or (off.get("snapshot") in ("INITIAL", "BLOCKING") and not off.get("snapshot_completed"))
+               for off in (o.get("offset") or {} for o in offsets))
 
 
 def wait_idle(ctx: Context, cname: str, say: Callable[[str], None], timeout: float = IDLE_TIMEOUT) -> None:
-    """Wait until no incremental snapshot runs on the connector: restarting its task during one
-    can keep it from starting again (see cdc.mapping.dbz_names), and the new table would queue."""
+    """Wait until no snapshot runs on the connector before its task is restarted: a blocking
+    snapshot is not resumed, an incremental one of an odd name can keep the task from starting
+    (see cdc.mapping.dbz_names), and an initial one would start over."""
     deadline, told = time.monotonic() + timeout, False
     while snapshot_running(ctx.connect.get_offsets(cname)):
         if time.monotonic() > deadline:
-            raise ConflictError(f"an incremental snapshot on connector {cname} still runs after {timeout:.0f}s",
+            raise ConflictError(f"a snapshot on connector {cname} still runs after {timeout:.0f}s",
                                 hint="retry when `cdc mirror status` of the source's other mirrors shows it done")
         if not told:
-            say(f"debezium: waiting for the incremental snapshot running on {cname} to end before restarting it")
+            say(f"debezium: waiting for the snapshot running on {cname} to end before restarting its task")
             told = True
         time.sleep(1)
 
@@ -300,6 +316,9 @@ def progress_of(ctx: Context, rec: MirrorRecord, src: Source,
         notifications = [n for _, n in read_notifications(ctx.settings.kafka_bootstrap, topic)]
     since = int(datetime.fromisoformat(rec.created_at).timestamp() * 1000) - CLOCK_MARGIN_MS
     p = fold(dbz_names.identifier(spec.schema_name, spec.table_name), notifications, since_ms=since)
+    started = next((e for e in ctx.registry.list_events(rec.name, limit=20) if e.action == "snapshot_started"), None)
+    if p.kind == "initial" and started is not None and (started.reason or "").startswith("blocking"):
+        p.kind = "blocking"                     # Debezium reports it as "Initial Snapshot"
     if p.state == "requested" and rec.state != "creating":
         p.state, p.reason = "unknown", ("Debezium reported nothing about this table since the mirror was created "
                                         "(e.g. created before cdc enabled snapshot notifications)")

@@ -305,7 +305,7 @@ def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table:
 
 def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_columns: list[str] | None,
               *, check_create_publication: bool = True, slot_name: str | None = None,
-              publication: str | None = None) -> TableInfo:
+              publication: str | None = None, accept_replica_identity_full: bool = False) -> TableInfo:
     """Check that schema.table can be mirrored through Debezium/pgoutput; return its TableInfo.
 
     Raises NotFoundError for an unknown table, PreflightError (all problems, each with its
@@ -389,7 +389,7 @@ def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_column
         problems.append((f"{name} is partitioned; publishing partitioned tables needs Postgres 13+",
                          "upgrade to Postgres 13+, or mirror each partition"))
     info = introspect(conn, schema, table)
-    problems += _key_problems(conn, info, rel["oid"], key_columns)
+    problems += _key_problems(conn, info, rel["oid"], key_columns, accept_replica_identity_full)
     problems += _type_problems(info)
     if problems:
         raise format_problems(subject, problems)
@@ -476,7 +476,8 @@ def _column_names(conn: psycopg.Connection[Any], oid: int) -> list[str]:
 
 
 def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
-                  key_columns: list[str] | None) -> list[tuple[str, str]]:
+                  key_columns: list[str] | None, accept_full: bool = False) -> list[tuple[str, str]]:
+    """accept_full: the caller will set REPLICA IDENTITY FULL once every other check passed."""
     """The mirror needs a key in every event, including the old row of UPDATE/DELETE."""
     name = qualified_name(info.schema_name, info.table_name)
     if not key_columns:
@@ -502,7 +503,7 @@ def _key_problems(conn: psycopg.Connection[Any], info: TableInfo, oid: int,
     if ident == "index":
         with _translated(conn), conn.cursor() as cur:
             covered = {r[0] for r in cur.execute(_INDEX_COLS_SQL, (oid, False))}
-    if ident != "full" and not keys <= covered:
+    if ident != "full" and not keys <= covered and not accept_full:
         if ident == "nothing":
             what = f"{name} has REPLICA IDENTITY NOTHING: UPDATE and DELETE would fail once it is published"
         elif not info.primary_key:

@@ -43,7 +43,7 @@ def wait_in_sync(c: service.Context, name: str, timeout: float = 120.0) -> float
     t0 = time.monotonic()
     last: dict = {}
     while time.monotonic() - t0 < timeout:
-        with catalog.connect(c.settings.source_dsn()) as conn:
+        with catalog.connect(service.source_dsn(c, service.get_source(c, spec.source))) as conn:
             info = catalog.introspect(conn, spec.schema_name, spec.table_name)
             expected = mirror_state.postgres_rows(conn, info, spec.key_columns)
         actual = mirror_target_rows(c, name)

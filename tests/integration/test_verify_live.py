@@ -168,7 +168,7 @@ def test_pinot_path_with_a_stand_in_broker(mirror: tuple[service.Context, LoadGe
     report = verify_mirror(ctx, MIRROR, chunk_rows=700, settle_timeout=2)
     text = format_report(report)
     print(text)
-    assert report.target == "pinot" and report.target_detail == f"Pinot table {MIRROR}"
+    assert report.target == "pinot" and report.target_detail == f"Pinot table {MIRROR} (Pinot server)"
     assert (report.missing, report.extra, report.differing) == (1, 1, 1), text
     assert report.samples["differing"][0].key == [ids[1500]]
     assert report.samples["missing"][0].key == [ids[2500]]

@@ -10,7 +10,6 @@ import re
 
 import pytest
 
-from cdc.core.errors import ConfigError
 from cdc.mapping import dbz_names
 
 ODD = [("Sales", "Order Lines"), ("weird.schema", 'Tab"le'), ("public", "select"), ("Ünïcødé", "Grüße"),
@@ -67,28 +66,32 @@ def test_the_parser_model_reproduces_the_bug() -> None:
     assert parse_table_id('weird.schema.Tab"le') is None                  # three parts: not this table
 
 
-@pytest.mark.parametrize("schema,table", ODD)
-def test_signal_entry_parses_back_to_the_table(schema: str, table: str) -> None:
-    entry = dbz_names.signal_data_collection(schema, table)
-    if entry.startswith("^"):       # the regex form: Debezium replaces it by the identifier it matches
-        assert java_like_fullmatch(entry, f"{schema}.{table}")
-        assert parse_table_id(f"{schema}.{table}") == (schema, table)
-    else:
-        assert parse_table_id(entry) == (schema, table)
+@pytest.mark.parametrize("schema,table", ODD + [("a b", "c*d"), ("x.y", "[z"), ("s", "it''s"), ("s", "``")])
+def test_every_name_gets_a_snapshot_debezium_reads(schema: str, table: str) -> None:
+    kind = dbz_names.snapshot_type(schema, table)
+    entry = dbz_names.signal_data_collection(schema, table, kind)
+    ident = f"{schema}.{table}"
+    if kind == "incremental":
+        # The offsets keep the unquoted identifier and parse it back after every commit.
+        assert parse_table_id(ident) == (schema, table)
+        if entry.startswith("^"):   # the regex form: Debezium swaps in the identifier it matches
+            assert java_like_fullmatch(entry, ident)
+        else:
+            assert parse_table_id(entry) == (schema, table)
+    else:                           # blocking: a regex matched against the identifier, nothing parsed
+        assert parse_table_id(ident) != (schema, table)
+        assert java_like_fullmatch(entry, ident) and "," not in entry
 
 
-def test_quoted_form_is_used_for_blanks_dots_quotes_and_unicode() -> None:
-    assert dbz_names.signal_data_collection("Sales", "Order Lines") == '"Sales"."Order Lines"'
-    assert dbz_names.signal_data_collection("weird.schema", 'Tab"le') == '"weird.schema"."Tab""le"'
-    assert dbz_names.signal_data_collection("Ünïcødé", "Grüße") == '"Ünïcødé"."Grüße"'
-    assert dbz_names.signal_data_collection("public", "a(b").startswith("^")   # unbalanced: regex form
-
-
-@pytest.mark.parametrize("schema,table", [("a b", "c*d"), ("x.y", "[z"), ("s", "it''s"), ("s", "``")])
-def test_names_debezium_cannot_read_are_refused_with_a_fix(schema: str, table: str) -> None:
-    with pytest.raises(ConfigError) as ei:
-        dbz_names.signal_data_collection(schema, table)
-    assert "rename" in (ei.value.hint or "") and "new source" in (ei.value.hint or "")
+def test_which_names_need_a_blocking_snapshot() -> None:
+    kinds = {(s, t): dbz_names.snapshot_type(s, t) for s, t in ODD}
+    assert [k for k, v in kinds.items() if v == "blocking"] == [
+        ("Sales", "Order Lines"), ("weird.schema", 'Tab"le'), ("a b", 'x""y'), ("Sales (EU)", "Orders")]
+    assert dbz_names.signal_data_collection("Ünïcødé", "Grüße", "incremental") == '"Ünïcødé"."Grüße"'
+    assert dbz_names.signal_data_collection("public", "a(b", "incremental") == r"^public\.a\(b$"
+    assert dbz_names.signal_data_collection("Sales", "Order Lines", "blocking") == r"(?-i)Sales\.Order\x20Lines"
+    with pytest.raises(ValueError):
+        dbz_names.signal_data_collection("Sales", "Order Lines", "incremental")
 
 
 @pytest.mark.parametrize("schema,table", ODD)

@@ -98,10 +98,10 @@ def test_initial_snapshot_confirmed_by_started_and_done_per_table() -> None:
     assert confirm_run([init("SKIPPED", 1)], "initial").state == "failed"
 
 
-def test_initial_abort_is_not_final_and_resync_restarts() -> None:
+def test_abort_fails_and_a_rerun_or_resync_restarts() -> None:
     notes = [init("IN_PROGRESS", 1, current_collection_in_progress=T, data_collections=T),
              init("ABORTED", 2)]
-    assert fold(T, notes).state == "requested"
+    assert fold(T, notes).state == "failed"
     notes += [init("STARTED", 3), init("IN_PROGRESS", 4, current_collection_in_progress=T, data_collections=T),
               init("TABLE_SCAN_COMPLETED", 5, scanned_collection=T, total_rows_scanned="9", status="SUCCEEDED"),
               inc("STARTED", 6, data_collections=T)]                       # then a resync
@@ -114,6 +114,21 @@ def test_since_drops_notifications_of_an_earlier_incarnation() -> None:
     assert fold(T, notes, since_ms=5).state == "requested"
 
 
+def test_blocking_snapshot_is_confirmed_by_initial_snapshot_notifications() -> None:
+    """A task restart's SKIPPED says nothing about the blocking snapshot requested after it."""
+    notes = [init("SKIPPED", 1), init("STARTED", 2),
+             init("IN_PROGRESS", 3, current_collection_in_progress=T, data_collections=T),
+             init("TABLE_SCAN_COMPLETED", 4, scanned_collection=T, data_collections=T, total_rows_scanned="60000",
+                  status="SUCCEEDED")]
+    assert confirm_run(notes[:1], "blocking").state == "requested"
+    assert confirm_run(notes[:2], "blocking").state == "queued"
+    assert (confirm_run(notes, "blocking").state, confirm_run(notes, "blocking").rows) == ("done", 60000)
+    # a regex matching nothing: STARTED, then COMPLETED without the table
+    assert confirm_run([init("STARTED", 1), init("COMPLETED", 2)], "blocking").state == "failed"
+
+
 def test_snapshot_running_reads_connect_offsets() -> None:
     assert snapshot.snapshot_running([{"partition": {}, "offset": {"lsn": 1, snapshot.OFFSET_KEY: "[...]"}}])
+    assert snapshot.snapshot_running([{"partition": {}, "offset": {"lsn": 1, "snapshot": "BLOCKING",
+                                                                    "snapshot_completed": False}}])
     assert not snapshot.snapshot_running([{"partition": {}, "offset": {"lsn": 1}}])
