@@ -141,7 +141,8 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
         print(f"flink job  {st['flink_job'].get('id')} {st['flink_job'].get('state', st['flink_job'].get('error'))}")
         slot = st.get("slot") or {}
         if "error" in slot:
-            print(f"slot       {slot['error']}")
+            print(f"slot       {slot.get('name', '')} {slot['error']}" + (f"\n           hint: {slot['hint']}"
+                                                                      if slot.get("hint") else ""))
         else:
             warn = "  WARNING: over the threshold, is the connector running?" if slot.get("warning") else ""
             mib = (slot.get("wal_retained_bytes") or 0) / 2**20
@@ -152,7 +153,8 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
             print(f"pinot      disabled: {pinot['reason']} (data ends at topic {st['flat_topic']})")
         else:
             print(f"pinot      rows={pinot.get('rows')} {pinot.get('error', '')}")
-    healthy = (st.get("connector") or {}).get("state") == "RUNNING" and st["flink_job"].get("state") == "RUNNING"
+    healthy = (st.get("connector") or {}).get("state") == "RUNNING" and st["flink_job"].get("state") == "RUNNING" \
+        and not (st.get("slot") or {}).get("lost")
     return 0 if healthy else 1
 
 

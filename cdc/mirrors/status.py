@@ -47,10 +47,13 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
         out["flink_job"] = {"id": rec.flink_job_id, "error": str(exc)}
     try:
         src = get_source(ctx, rec.spec.source)
-        retained = slots.wal_retained(source_dsn(ctx, src), src.name)
+        dsn = source_dsn(ctx, src)
+        retained, wal = slots.wal_retained(dsn, src.name), slots.wal_status(dsn, src.name)
         out["slot"] = {"name": names.slot_name(src.name), "wal_retained_bytes": retained,
-                       "warn_threshold_bytes": ctx.settings.wal_retained_warn_bytes,
+                       "warn_threshold_bytes": ctx.settings.wal_retained_warn_bytes, "wal_status": wal,
                        "warning": retained is not None and retained > ctx.settings.wal_retained_warn_bytes}
+        if wal == "lost":
+            out["slot"].update(lost=True, error="replication slot lost", hint=slots.LOST_HINT)
     except (CdcError, psycopg.Error) as exc:
         out["slot"] = {"error": str(exc).splitlines()[0]}
     use_pinot, why = pinot_enabled(ctx)

@@ -237,7 +237,14 @@ def mirror_snapshots(ctx: service.Context, mirrors: list[Any]) -> dict[str, Any]
     return out
 
 
+def slot_lost(ctx: service.Context, src: Source) -> bool | None:
+    """True when the source's slot was invalidated; None when it has no slot."""
+    status = slots.wal_status(service.source_dsn(ctx, src), src.name)
+    return None if status is None else status == "lost"
+
+
 def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_retained,
+                   lost_reader: Callable[[service.Context, Source], "bool | None"] = slot_lost,
                    now: Callable[[], float] = time.time, snapshot_reader: SnapshotReader = mirror_snapshots) -> str:
     """Every metric, as Prometheus text. Never raises for a system that is down."""
     m = MetricText()
@@ -317,9 +324,16 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
         except Exception:  # psycopg or CdcError: report the source as down, keep scraping
             up[f"postgres:{src.name}"] = False
             continue
+        labels = {"source": src.name, "slot": names.slot_name(src.name)}
+        try:
+            lost = lost_reader(ctx, src)
+        except Exception:  # noqa: BLE001 - a scrape never fails on one reading
+            lost = None
+        if lost is not None:
+            m.add("cdc_slot_lost", "1 when Postgres invalidated the slot (wal_status lost): changes were lost.",
+                  1 if lost else 0, labels)
         if retained is None:
             continue
-        labels = {"source": src.name, "slot": names.slot_name(src.name)}
         m.add("cdc_slot_wal_retained_bytes", "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) of the slot.",
               retained, labels)
         m.add("cdc_slot_wal_retained_over_threshold", "1 when the slot retains more WAL than the threshold.",

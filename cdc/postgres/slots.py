@@ -22,6 +22,22 @@ def wal_retained(dsn: str, source: str) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
+def wal_status(dsn: str, source: str) -> str | None:
+    """pg_replication_slots.wal_status of the source's slot (reserved, extended, unreserved,
+    lost); None when there is no slot. 'lost' means Postgres invalidated the slot
+    (max_slot_wal_keep_size): its restart_lsn is gone, WAL the connector had not read was
+    removed, and the mirror has missed changes it can never stream."""
+    with catalog.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                           (names.slot_name(source),)).fetchone()
+    return None if row is None else row[0]
+
+
+LOST_HINT = ("Postgres invalidated the replication slot (max_slot_wal_keep_size): changes were lost. "
+             "Remove the source's mirrors with --drop-data and add them again (a new slot and snapshot); "
+             "raise max_slot_wal_keep_size or keep the connector running to avoid it")
+
+
 def drop_slot_when_idle(conn: psycopg.Connection[Any], slot: str, timeout: float = 60.0) -> bool:
     """Drop a replication slot once no walsender uses it (a just-deleted connector may still
     hold it for a moment). True when the slot is gone, False if still active at the timeout."""

@@ -150,3 +150,11 @@ def test_same_instant_parses_debezium_zoned_timestamp() -> None:
     assert metrics._same_instant("2030-01-02T03:04:05.123456Z", t)
     assert not metrics._same_instant("2030-01-02T03:04:05.123457Z", t)
     assert not metrics._same_instant(None, t)
+
+
+def test_lost_slot_is_a_metric_even_without_retained_wal(ctx: Any) -> None:
+    """An invalidated slot has no restart_lsn, so no retained-WAL figure: it must still show."""
+    lost = metrics.render_metrics(ctx, wal_reader=lambda c, s: None, lost_reader=lambda c, s: True, now=lambda: NOW)
+    assert _value(lost, 'cdc_slot_lost{source="s1",slot="cdc_s1"}') == "1"
+    ok = metrics.render_metrics(ctx, wal_reader=lambda c, s: 10, lost_reader=lambda c, s: False, now=lambda: NOW)
+    assert _value(ok, 'cdc_slot_lost{source="s1",slot="cdc_s1"}') == "0"

@@ -48,6 +48,7 @@ final class SqlQuery {
     QueryContext queryContext = QueryContextConverterUtils.getQueryContext(pinotQuery);
     queryContext.setEndTimeMs(System.currentTimeMillis() + Server.DEFAULT_QUERY_EXECUTOR_TIMEOUT_MS);
     List<SegmentContext> contexts = new ArrayList<>();
+    mirror.ensureSegment();
     for (MutableSegment segment : mirror.segments()) {
       contexts.add(new SegmentContext(segment));
     }

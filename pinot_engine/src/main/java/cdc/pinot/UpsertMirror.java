@@ -145,6 +145,14 @@ final class UpsertMirror implements AutoCloseable {
     return _upsert;
   }
 
+  /** A table that consumed nothing yet still has its first consuming segment (empty), as a
+   * server's does: queries then answer over no rows instead of failing on no segment. */
+  void ensureSegment() {
+    if (_partitions.isEmpty()) {
+      _partitions.computeIfAbsent(0, Partition::new);
+    }
+  }
+
   /** Every segment of every partition, in partition then sequence order. */
   List<MutableSegment> segments() {
     List<MutableSegment> all = new ArrayList<>();
