@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import importlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -110,6 +111,12 @@ class BearerAuth:
         self.app, self.token = app, token
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.token is None and not _loopback_host(scope):
+            # No token: only loopback names may reach us. A web page that rebinds its own
+            # DNS name to 127.0.0.1 still sends that name as Host, so it is refused here.
+            resp = _error_json(403, "Forbidden", "this API (no CDC_API_TOKEN set) answers only requests to a "
+                               "loopback host name", "use http://127.0.0.1:PORT, or set CDC_API_TOKEN", None)
+            return await resp(scope, receive, send)
         if scope["type"] != "http" or self.token is None or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -120,6 +127,20 @@ class BearerAuth:
                            "send the header `Authorization: Bearer <CDC_API_TOKEN>`", None,
                            {"WWW-Authenticate": "Bearer"})
         await resp(scope, receive, send)
+
+
+def _loopback_host(scope: dict[str, Any]) -> bool:
+    host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
+    if host.startswith("["):                       # [::1]:8765
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 # Declares the scheme in the OpenAPI schema; BearerAuth above does the enforcing.

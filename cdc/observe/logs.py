@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+from typing import Any
 
 _SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)|((?:password|token|secret)\s*[=:]\s*)\S+|(Bearer\s+)\S+",
                      re.IGNORECASE)
@@ -40,11 +41,18 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class _TextFormatter(logging.Formatter):
+    """Text lines; a traceback is masked too (exception messages can carry a DSN)."""
+
+    def formatException(self, ei: Any) -> str:
+        return mask(super().formatException(ei))
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_MaskFilter())
     handler.setFormatter(_JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                         _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

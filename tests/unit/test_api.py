@@ -81,7 +81,13 @@ def test_without_token_only_loopback(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="cdc.api"):
         c = TestClient(create_app(s.model_copy(update={"api_host": "127.0.0.1"})))
     assert "CDC_API_TOKEN is not set" in caplog.text
-    assert c.get("/mirrors").status_code == 200
+    assert c.get("/mirrors", headers={"Host": "127.0.0.1:8765"}).status_code == 200
+    assert c.get("/mirrors", headers={"Host": "localhost"}).status_code == 200
+    assert c.get("/mirrors", headers={"Host": "[::1]:8765"}).status_code == 200
+    # DNS rebinding: a page on evil.example resolved to 127.0.0.1 still sends its own name
+    for foreign in ("evil.example", "evil.example:8765", "127.0.0.1.evil.example", "10.0.0.5"):
+        r = c.post("/sources", headers={"Host": foreign}, json={"name": "x", "dsn": "postgresql://a@evil/db"})
+        assert r.status_code == 403 and "loopback" in r.json()["message"], (foreign, r.text)
 
 
 def test_token_is_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

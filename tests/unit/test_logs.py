@@ -19,3 +19,14 @@ def test_json_format(capsys) -> None:
     assert doc["level"] == "info" and doc["logger"] == "cdc.test"
     assert "pw@" not in doc["msg"] and "s1" in doc["msg"]
     setup_logging("text", "WARNING")
+
+
+def test_text_format_masks_tracebacks(capsys) -> None:
+    setup_logging("text", "INFO")
+    try:
+        raise RuntimeError("cannot connect to postgresql://u:hunter2@h/db")
+    except RuntimeError:
+        logging.getLogger("cdc.test").exception("failed")
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err and "hunter2" not in err and "u:***@h" in err
+    setup_logging("text", "WARNING")
