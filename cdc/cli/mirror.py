@@ -139,6 +139,9 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
         print(f"snapshot   {_snapshot_line(st.get('snapshot') or {})}")
         print(f"connector  {conn.get('name')} {conn.get('state', conn.get('error'))} tasks [{tasks}]")
         print(f"flink job  {st['flink_job'].get('id')} {st['flink_job'].get('state', st['flink_job'].get('error'))}")
+        change = (st.get("schema") or {}).get("last_change")
+        if change:
+            print(f"schema     last change {change['ts']}: {change['reason']}")
         slot = st.get("slot") or {}
         if "error" in slot:
             print(f"slot       {slot.get('name', '')} {slot['error']}" + (f"\n           hint: {slot['hint']}"

@@ -97,6 +97,11 @@ class PinotControllerClient:
             params["retention"] = retention
         return self.http.request("DELETE", f"/tables/{self._n(name)}", params=params, allow_404=True) is not None
 
+    def reload_table(self, name: str, type: str = "REALTIME") -> dict[str, Any]:
+        """POST /segments/{t}/reload?type=: servers reload the table's segments against the
+        current schema (a column added to the schema then reads its default, NULL)."""
+        return self.http.post(f"/segments/{self._n(name)}/reload", params={"type": type.upper()}) or {}
+
     def consuming_segments_info(self, table: str) -> dict[str, Any]:
         """GET /tables/{t}/consumingSegmentsInfo: per consuming segment, each server's
         consumerState, lastConsumedTimestamp and partition offsets (lag checks)."""

@@ -27,7 +27,7 @@ from cdc.core.models import MirrorSpec, Source, TableInfo
 from cdc.mapping import render
 from cdc.mirrors import snapshot
 from cdc.mirrors.context import Context, pinot_enabled
-from cdc.mirrors.registry import MirrorRecord
+from cdc.mirrors.registry import Deployment, MirrorRecord
 from cdc.mirrors.sources import get_source, password_ref, publication_of, source_dsn
 from cdc.postgres import catalog, slots
 
@@ -263,6 +263,7 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
         else:
             progress(f"pinot: skipped ({why}); the mirror ends at Kafka topic {plan.flat_topic}")
         progress(f"flink: submitting the flatten job for {spec.qualified}")
+        deployed_at = time.time()
         job_id = ctx.gateway.submit_job(plan.flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
         undo.append(("cancel Flink job", lambda: ctx.jobmanager.cancel(job_id)))
         _ensure_full_identity(ctx, src, plan.table, progress)
@@ -285,7 +286,10 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
             ctx.connect.wait_running(cname, timeout=120)
             request = snapshot.Request("initial", notes_from)
             progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
-        record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id)   # "running" once confirmed
+        # what the job runs with: the reconciler compares it with the table (schema_change)
+        deployment = Deployment(table=plan.table, group_id=names.flink_group(spec.name), deployed_at=deployed_at)
+        record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id,   # "running" once confirmed
+                                            deployment=deployment)
         ctx.registry.record_event(spec.name, "created", f"flink job {job_id}; connector {cname}")
     except BaseException as exc:
         progress(f"mirror {spec.name}: failed ({str(exc).splitlines()[0][:200]}); undoing what was created")

@@ -14,7 +14,11 @@ Submitting without a restore path is a last resort: the Kafka source then starts
 consumer group's committed offsets (committed on checkpoints), which is close to the
 checkpoint but not the same, so it is recorded loudly in the event reason.
 
-Registry: no new column is needed. The savepoint of a pause is carried by the "paused"
+What is resubmitted: the SQL rendered from the mirror's Deployment (registry: the table
+its job was deployed with and its consumer group), so a restore never changes the column
+list; restore points older than the deployment are not used (cdc.mirrors.schema_change).
+
+Registry: the savepoint of a pause is carried by the "paused"
 event ("savepoint <uri>; job <id>"), and the job-id history of a mirror is recovered from
 its events plus the JobManager's job list, filtered to the mirror's current incarnation
 (created_at), so a re-created mirror never restores a predecessor's offsets.
@@ -75,15 +79,21 @@ def _local_path(uri: str) -> Path | None:
 
 
 def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str | None = None) -> list[str]:
-    """The mirror's Flink SQL rendered from the registry spec and the table as it is now,
-    with the restore path SET just before the INSERT when given."""
+    """The mirror's Flink SQL rendered from the registry spec and the table its job was
+    deployed with (schema_change: a restore never changes the column list silently; the
+    table as it is now for a mirror without a recorded deployment), with the restore path
+    SET just before the INSERT when given."""
     spec = rec.spec
-    src = service.get_source(ctx, spec.source)
-    with catalog.connect(service.source_dsn(ctx, src)) as conn:
-        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    if rec.deployment is not None:   # the column list and group the job was deployed with
+        info, group = rec.deployment.table, rec.deployment.group_id
+    else:
+        src = service.get_source(ctx, spec.source)
+        with catalog.connect(service.source_dsn(ctx, src)) as conn:
+            info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+        group = names.flink_group(spec.name)
     stmts = render.render_flink_sql(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                     change_topic=names.change_topic(spec.source, spec.schema_name, spec.table_name),
-                                    flat_topic=names.flat_topic(spec.name), group_id=names.flink_group(spec.name))
+                                    flat_topic=names.flat_topic(spec.name), group_id=group)
     if restore_from:
         stmts = stmts[:-1] + [f"SET {render.flink_str(RESTORE_KEY)} = {render.flink_str(restore_from)}"] + stmts[-1:]
     return stmts
@@ -151,7 +161,10 @@ def latest_restore_point(ctx: service.Context, rec: MirrorRecord) -> RestorePoin
             candidates.append(RestorePoint(latest.external_path, "savepoint" if latest.is_savepoint else "checkpoint",
                                            jid, (latest.timestamp or 0) / 1000))
     candidates += _pause_savepoints(ctx, rec)
-    alive = [c for c in candidates if _exists(c)]
+    # Points of an earlier deployment (before a schema-change redeploy) would skip changes
+    # that job read without the new columns (cdc.mirrors.schema_change).
+    since = rec.deployment.deployed_at if rec.deployment is not None else 0.0
+    alive = [c for c in candidates if _exists(c) and c.taken_at >= since]
     return max(alive, key=lambda c: c.taken_at) if alive else None
 
 

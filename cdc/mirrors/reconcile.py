@@ -15,6 +15,11 @@ are the only parts that talk to systems. Safety rules baked into the split:
 * apply() re-checks each action against fresh state before acting (the plan may be
   seconds old), and failures back off exponentially per (mirror, action kind), so a
   broken mirror is retried at 2 s, 4 s, ... 5 min instead of hammering the systems.
+* Schema changes (cdc/mirrors/schema_change.py): the columns a mirror's job was deployed
+  with (registry) are compared with the table in the catalog. Added nullable columns without
+  a default -> FOLLOW_SCHEMA (redeploy from the change topic's earliest offset, which also
+  replaces a RESTORE_JOB of that mirror); any other change -> SCHEMA_UNSUPPORTED (state
+  "error" + event naming change and fix). Mirrors without a recorded deployment get one.
 * One reconciler acts at a time across processes: a registry lease taken every pass and
   renewed between actions; losing it stops the pass.
 """
@@ -35,6 +40,7 @@ from typing import Any
 from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import ops
+from cdc.mirrors import schema_change
 from cdc.mapping import render
 from cdc.mirrors import service
 from cdc.clients.connect import ConnectorStatus
@@ -49,6 +55,9 @@ RESTART_CONNECTOR = "restart_connector"
 RESUME_CONNECTOR = "resume_connector"
 RESTORE_JOB = "restore_job"
 RECREATE_PINOT = "recreate_pinot_table"
+FOLLOW_SCHEMA = "follow_schema_change"
+SCHEMA_UNSUPPORTED = "schema_change_unsupported"
+RECORD_DEPLOYMENT = "record_deployment"
 
 ACTIVE_STATE = "running"
 # States whose owner is some other operation in progress: hands off the whole source.
@@ -74,11 +83,13 @@ class Observed:
 
     connectors: name -> status for connectors that exist (status None = exists, status not
     yet known); absent key = connector missing. jobs: Flink job id -> state.
-    pinot_tables: raw table names (None also when Pinot is disabled)."""
+    pinot_tables: raw table names (None also when Pinot is disabled).
+    tables: mirror name -> its table in the catalog now (absent key = unknown)."""
 
     connectors: dict[str, ConnectorStatus | None] | None = None
     jobs: dict[str, str] | None = None
     pinot_tables: set[str] | None = None
+    tables: dict[str, schema_change.Current] | None = None
 
 
 # -- plan (pure) ---------------------------------------------------------------------------
@@ -106,8 +117,26 @@ def _connector_actions(source: str, mirrors: list[MirrorRecord], observed: Obser
     return []
 
 
+def _schema_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
+    cur = None if observed.tables is None else observed.tables.get(m.name)
+    if cur is None:
+        return []
+    if m.deployment is None:
+        return [Action(RECORD_DEPLOYMENT, m.name, "no deployed column list recorded", m.source, m.flink_job_id)]
+    ch = schema_change.diff(m.deployment.table, cur, m.spec)
+    if not ch:
+        return []
+    kind = FOLLOW_SCHEMA if ch.followable else SCHEMA_UNSUPPORTED
+    return [Action(kind, m.name, f"table {m.spec.qualified} changed: {ch.describe()}", m.source, m.flink_job_id)]
+
+
 def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
     out: list[Action] = []
+    schema = _schema_actions(m, observed)
+    if any(a.kind in (FOLLOW_SCHEMA, SCHEMA_UNSUPPORTED) for a in schema):
+        # the redeploy submits a new job anyway; an unsupported change makes the mirror "error"
+        return ([Action(RECREATE_PINOT, m.name, f"Pinot table {m.name} is missing", m.source, m.name)]
+                if observed.pinot_tables is not None and m.name not in observed.pinot_tables else []) + schema
     if observed.pinot_tables is not None and m.name not in observed.pinot_tables:
         out.append(Action(RECREATE_PINOT, m.name, f"Pinot table {m.name} is missing", m.source, m.name))
     if observed.jobs is not None:
@@ -118,7 +147,7 @@ def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
         elif state in RESTORABLE_JOB_STATES:
             out.append(Action(RESTORE_JOB, m.name, f"Flink job {m.flink_job_id} is {state}", m.source,
                               m.flink_job_id))
-    return out
+    return out + schema
 
 
 def plan(desired: list[MirrorRecord], observed: Observed) -> list[Action]:
@@ -163,6 +192,7 @@ def observe(ctx: service.Context, desired: list[MirrorRecord]) -> Observed:
         obs.jobs = {j.id: j.state for j in ctx.jobmanager.jobs()}
     except RemoteError as exc:
         log.warning("reconcile: Flink unknown: %s", exc)
+    obs.tables = schema_change.observe_tables(ctx, [m for m in desired if m.state == ACTIVE_STATE])
     if service.pinot_enabled(ctx)[0]:
         try:
             obs.pinot_tables = {_strip_type(t) for t in ctx.controller.list_tables()}
@@ -275,6 +305,12 @@ def _execute(ctx: service.Context, a: Action) -> tuple[str, str]:
         return ("done" if changed else "noop"), f"job {job}"
     if a.kind == RECREATE_PINOT:
         return _do_pinot(ctx, a)
+    if a.kind == FOLLOW_SCHEMA:
+        return schema_change.follow(ctx, a.mirror)
+    if a.kind == SCHEMA_UNSUPPORTED:
+        return schema_change.refuse(ctx, a.mirror)
+    if a.kind == RECORD_DEPLOYMENT:
+        return schema_change.record_baseline(ctx, a.mirror)
     raise ValueError(f"unknown action kind {a.kind!r}")
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cdc.core.errors import ConflictError, NotFoundError
-from cdc.core.models import MirrorSpec, Source
+from cdc.core.models import MirrorSpec, Source, TableInfo
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -67,10 +67,15 @@ MIGRATIONS: list[str] = [
         expires_at   REAL NOT NULL
     );
     """,
+    # 2: what the mirror's running Flink job was deployed with (cdc.mirrors.schema_change):
+    # the table as its SQL was rendered (columns: names + types) and its consumer group.
+    """
+    ALTER TABLE mirrors ADD COLUMN deployment_json TEXT;
+    """,
 ]
 
 RECONCILER_LEASE = "reconciler"
-MIRROR_UPDATABLE = frozenset({"state", "flink_job_id", "connector_name", "spec"})
+MIRROR_UPDATABLE = frozenset({"state", "flink_job_id", "connector_name", "spec", "deployment"})
 
 _DSN_URL_PW = re.compile(r"^([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@", re.I)
 _DSN_KV_PW = re.compile(r"\s*\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -89,6 +94,20 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+class Deployment(BaseModel):
+    """What a mirror's Flink job runs with: the table its SQL was rendered from (so a
+    restore renders the same column list) and the consumer group of its Kafka source.
+    deployed_at (epoch s) bounds the restore points that belong to this deployment
+    (0 = unknown: recorded for a mirror created before deployments were kept)."""
+
+    table: TableInfo
+    group_id: str
+    deployed_at: float = 0.0
+
+    def columns(self) -> list[str]:
+        return [f"{c.name} {c.type_name}" for c in sorted(self.table.columns, key=lambda c: c.position)]
+
+
 class MirrorRecord(BaseModel):
     """A stored mirror: the user's spec plus what the reconciler has made of it."""
 
@@ -102,6 +121,7 @@ class MirrorRecord(BaseModel):
     connector_name: str | None = None
     created_at: str
     updated_at: str
+    deployment: Deployment | None = None
 
 
 class Event(BaseModel):
@@ -266,7 +286,10 @@ class Registry:
         unknown = set(fields) - MIRROR_UPDATABLE
         if unknown:
             raise ValueError(f"cannot update mirror fields: {', '.join(sorted(unknown))}")
-        cols: dict[str, Any] = {k: v for k, v in fields.items() if k != "spec"}
+        cols: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("spec", "deployment")}
+        if "deployment" in fields:
+            dep: Deployment | None = fields["deployment"]
+            cols["deployment_json"] = None if dep is None else dep.model_dump_json()
         if "spec" in fields:
             spec: MirrorSpec = fields["spec"]
             if spec.name != name:
@@ -338,7 +361,8 @@ class Registry:
 def _mirror(row: sqlite3.Row) -> MirrorRecord:
     d = dict(row)
     spec = MirrorSpec.model_validate_json(d.pop("spec_json"))
-    return MirrorRecord(spec=spec, **d)
+    dep = d.pop("deployment_json", None)
+    return MirrorRecord(spec=spec, deployment=Deployment.model_validate_json(dep) if dep else None, **d)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -30,10 +30,21 @@ def _snapshot_status(ctx: Context, rec: MirrorRecord) -> tuple[dict[str, Any], M
         return {"error": str(exc).splitlines()[0][:300]}, rec
 
 
+def _last_schema_change(ctx: Context, name: str) -> dict[str, Any] | None:
+    """The newest "schema_change" event (cdc.mirrors.schema_change.EVENT) of the mirror."""
+    ev = next((e for e in ctx.registry.list_events(name, limit=500) if e.action == "schema_change"), None)
+    if ev is None:
+        return None
+    return {"ts": ev.ts, "followed": (ev.reason or "").startswith("followed"), "reason": ev.reason}
+
+
 def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
     snap, rec = _snapshot_status(ctx, get_mirror(ctx, name))
     out: dict[str, Any] = {"name": name, "state": rec.state, "source": rec.spec.source,
                            "table": rec.spec.qualified, "flat_topic": names.flat_topic(name), "snapshot": snap}
+    out["schema"] = {"deployed_columns": rec.deployment.columns() if rec.deployment else None,
+                     "consumer_group": rec.deployment.group_id if rec.deployment else None,
+                     "last_change": _last_schema_change(ctx, name)}
     try:
         st = ctx.connect.status(names.connector_name(rec.spec.source))
         out["connector"] = None if st is None else {
