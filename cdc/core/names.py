@@ -62,8 +62,11 @@ def topic_prefix(source: str) -> str:
 
 
 def change_topic(source: str, schema: str, table: str) -> str:
-    """Debezium's topic for a table: <topic.prefix>.<schema>.<table>, invalid chars -> _."""
-    return _TOPIC_BAD.sub("_", f"{topic_prefix(source)}.{schema}.{table}")
+    """Debezium's topic for a table: <topic.prefix>.<schema>.<table>, every invalid char -> _,
+    counted in UTF-16 units as Java's charAt sees them (a character outside the BMP, e.g. an
+    emoji, becomes "__")."""
+    return _TOPIC_BAD.sub(lambda m: "_" * (len(m.group().encode("utf-16-le")) // 2),
+                          f"{topic_prefix(source)}.{schema}.{table}")
 
 
 def heartbeat_topic(source: str) -> str:

@@ -221,11 +221,6 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key,
                        replica_identity_full=replica_identity_full)
     spec, src = plan.spec, plan.source
-    if replica_identity_full and key and plan.table.replica_identity != "full":
-        # every check passed: only now change the table (and say so)
-        with catalog.connect(source_dsn(ctx, src)) as conn:
-            progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
-            catalog.set_replica_identity_full(conn, schema, table)
     existing = ctx.registry.get_mirror(spec.name)
     if existing is not None:
         if existing.spec == spec:
@@ -244,6 +239,13 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     undo: list[tuple[str, Callable[[], Any]]] = []
     ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
     try:
+        if replica_identity_full and key and plan.table.replica_identity != "full":
+            # every check passed: only now change the table (and say so; undone on failure)
+            with catalog.connect(source_dsn(ctx, src)) as conn:
+                progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
+                catalog.set_replica_identity_full(conn, schema, table)
+            if plan.table.replica_identity == "default":
+                undo.append(("restore REPLICA IDENTITY DEFAULT", lambda: _identity_default(ctx, src, schema, table)))
         if src.publication is None:   # with a DBA-managed publication the DBA created them (preflight checked)
             with catalog.connect(source_dsn(ctx, src)) as conn:
                 for stmt in render.bootstrap_sql(src.name):
@@ -282,7 +284,10 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
             progress(f"debezium: {request.kind} snapshot of {spec.qualified} requested (signal {request.signal_id})")
         else:
             create_connector(ctx, cname, plan.connector)
-            undo.append(("delete connector", lambda: delete_connector(ctx, cname)))
+            undo.append(("delete connector, its slot and publication", lambda: (
+                delete_connector(ctx, cname),
+                slots.drop_slot_and_publication(source_dsn(ctx, src), src.name,
+                                                drop_publication=src.publication is None))))
             ctx.connect.wait_running(cname, timeout=120)
             request = snapshot.Request("initial", notes_from)
             progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
@@ -306,6 +311,13 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
 
 
 # -- remove ------------------------------------------------------------------------------
+
+def _identity_default(ctx: Context, src: Source, schema: str, table: str) -> None:
+    from psycopg import sql
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        conn.execute(sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY DEFAULT").format(sql.Identifier(schema),
+                                                                                sql.Identifier(table)))
+
 
 def get_mirror(ctx: Context, name: str) -> MirrorRecord:
     rec = ctx.registry.get_mirror(name)
@@ -334,6 +346,7 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
     if others:
         tables, overrides = tables_of_source(ctx, src, exclude=name)
         progress(f"connect: removing {spec.qualified} from connector {cname} and its publication")
+        snapshot.wait_idle(ctx, cname, progress)          # its task restarts: not mid-snapshot
         ctx.connect.put_config(cname, render_connector_config(ctx, src, tables, overrides))
     else:
         progress(f"connect: last mirror of source {src.name}: deleting connector {cname}, its slot and publication")

@@ -21,13 +21,14 @@ client key the connector's pgjdbc could not read is refused with the conversion
 from __future__ import annotations
 
 import os
+import tempfile
 import re
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cdc.core import names
-from cdc.core.errors import ConfigError, NotFoundError
+from cdc.core.errors import ConfigError, ConflictError, NotFoundError
 from cdc.core.models import Source
 from cdc.core.settings import Settings
 from cdc.mirrors.context import Context
@@ -94,8 +95,8 @@ def write_password(s: Settings, source: str, password: str) -> Path:
     if f.exists() and f.read_text() == data:
         os.chmod(f, 0o600)
         return f
-    tmp = f.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(dir=f.parent, prefix=f".{source}.", suffix=".tmp")   # 0600, unique
+    tmp = Path(name)
     with os.fdopen(fd, "w") as fh:
         fh.write(data)
     os.chmod(tmp, 0o600)
@@ -198,12 +199,18 @@ def add_source(ctx: Context, name: str, dsn: str, password: str | None = None,
     if src.sslkey and (problems := tls.client_key_problems(src.sslkey)):
         raise catalog.format_problems(f"source {name}: the Debezium connector could not use this TLS client key",
                                       problems)
+    existing = ctx.registry.get_source(name)
+    if existing is not None and existing != src.model_copy(update={"dsn": redact_dsn(src.dsn)}):
+        # refuse before touching the stored password: the registered source keeps working
+        raise ConflictError(f"source {name!r} already exists with a different definition",
+                            hint="remove it first (cdc source remove NAME) or pick another name")
+    added = ctx.registry.add_source(src)
     secret = conninfo_to_dict(full).get("password")
     if secret:
         write_password(ctx.settings, name, str(secret))
     else:
         secret_file(ctx.settings, name).unlink(missing_ok=True)
-    return ctx.registry.add_source(src)
+    return added
 
 
 def remove_source(ctx: Context, name: str) -> bool:

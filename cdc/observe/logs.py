@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-_SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)|((?:password|token|secret)\s*[=:]\s*)\S+|(Bearer\s+)\S+",
-                     re.IGNORECASE)
+_SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)|((?:password|token|secret)\s*[=:]\s*)"
+                     r"(?:'(?:[^'\\]|\\.)*'|\S+)|(Bearer\s+)\S+", re.IGNORECASE)
 
 
 def mask(text: str) -> str:
