@@ -302,10 +302,14 @@ def test_taskmanager_killed_job_recovers(live: Live) -> None:
     try:
         for _ in range(50):
             live.churn_once()
-        os.kill(_stack_pid("flink-taskmanager"), signal.SIGKILL)
+        from cdc.stack.process import is_alive
+        tm = _stack_pid("flink-taskmanager")
+        os.kill(tm, signal.SIGKILL)
         t_kill = time.monotonic()
         for _ in range(50):
             live.churn_once()
+        # a SIGKILLed JVM takes a moment to die: `up` run before that sees it alive and leaves it
+        _wait("the killed TaskManager gone", lambda: not is_alive(tm), 30, poll=0.2)
         manager.up(live.settings)
         _wait("mirror job RUNNING", lambda: live.job_state() == "RUNNING", 300, poll=1)
         _say(f"FIGURES: TaskManager kill -> job RUNNING {time.monotonic() - t_kill:.1f}s "
