@@ -29,6 +29,7 @@ from cdc.mirrors import service
 from cdc.core.settings import Settings
 from bench.loadgen import LoadGen
 from cdc.stack import manager
+from cdc.stack.process import children_map, descendants
 
 SCHEMA = "bench"
 MIX = (0.3, 0.6, 0.1, 0.0)         # inserts, updates, deletes, pk-updates: the brief's 60/30/10
@@ -164,27 +165,6 @@ def _ticks(pid: int, children: bool = False) -> int:
     return t
 
 
-def _children_map() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            out.setdefault(ppid, []).append(int(d.name))
-    return out
-
-
-def _tree(pid: int, kids: dict[int, list[int]]) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
 def _machine_busy() -> tuple[int, int]:
     f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = f[3] + f[4]
@@ -201,11 +181,11 @@ class CpuWindow:
         self.pids["bench-harness"] = os.getpid()
 
     def _sample(self) -> dict[str, int]:
-        kids = _children_map()
+        kids = children_map()
         out = {}
         for name, pid in self.pids.items():
-            tree = _tree(pid, kids) if name != "bench-harness" else [pid]
-            out[name] = _ticks(pid, children=(name == "postgres")) + sum(_ticks(p) for p in tree[1:])
+            tree = descendants(pid, kids) if name != "bench-harness" else []
+            out[name] = _ticks(pid, children=(name == "postgres")) + sum(_ticks(p) for p in tree)
         return out
 
     def __enter__(self) -> CpuWindow:

@@ -17,7 +17,7 @@ import uuid
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
-from cdc.mapping.typemap import TypeMapping
+from cdc.mapping.typemap import TypeMapping, normalize_type
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_TZ = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -69,8 +69,7 @@ _PG_AS_TEXT: dict[str, str] = {
 def pg_select(m: TypeMapping, quoted_column: str) -> str:
     """SQL reading a column in a form pg_value turns into the canonical value. Needs the
     session time zone UTC (ranges of timestamptz print in it, as Debezium's do)."""
-    base = m.pg_type.split("(")[0].strip().lower()
-    base = {"time with time zone": "timetz"}.get(base, base)
+    base = normalize_type(m.pg_type)
     if m.warning is not None:          # a text fallback: the exact text Debezium sends
         return _PG_AS_TEXT.get(base, "{c}::text").format(c=quoted_column)
     return quoted_column
@@ -118,7 +117,7 @@ def canon_scalar(v: Any, m: TypeMapping) -> Any:
         return v if isinstance(v, bool) else str(v).lower() in ("true", "1")
     if t == "BYTES":
         return str(v).lower()
-    if t == "JSON" or m.pg_type == "hstore":      # hstore: JSON text, key order and spacing free
+    if t == "JSON" or normalize_type(m.pg_type) == "hstore":      # hstore: JSON text, key order and spacing free
         return _json(v)
     return str(v)
 

@@ -78,6 +78,7 @@ opaque bytes). Raising beats a silently empty column in the mirror.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
@@ -243,10 +244,9 @@ _DEBEZIUM_JSON = {
 
 
 def normalize_type(name: str) -> str:
-    """Canonical pg_type name for a base type spelled either way ("integer" -> "int4")."""
-    n = name.strip().lower()
-    if "(" in n:
-        n = n.split("(", 1)[0].strip()
+    """Canonical pg_type name for a base type spelled either way ("integer" -> "int4"); type
+    modifiers are dropped wherever format_type puts them ("time(3) with time zone" -> "timetz")."""
+    n = " ".join(re.sub(r"\([^)]*\)", " ", name.strip().lower()).split())
     return _ALIASES.get(n, n)
 
 

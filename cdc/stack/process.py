@@ -58,7 +58,7 @@ def is_alive(pid: int) -> bool:
 def rss_bytes(pid: int) -> int:
     """RSS of pid plus its descendants (a wrapper script's JVM child counts)."""
     total = 0
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -68,7 +68,8 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-def _descendants(pid: int) -> list[int]:
+def children_map() -> dict[int, list[int]]:
+    """parent pid -> child pids, from one pass over /proc."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -77,6 +78,12 @@ def _descendants(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(d.name))
+    return children
+
+
+def descendants(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """Every descendant of pid; pass one children_map() to walk several trees in one pass."""
+    children = children_map() if children is None else children
     out, todo = [], [pid]
     while todo:
         for c in children.get(todo.pop(), []):

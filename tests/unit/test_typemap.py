@@ -129,3 +129,11 @@ def test_map_table_reports_every_bad_column_and_keeps_attnum_order() -> None:
 ])
 def test_normalize_type(spelled: str, canonical: str) -> None:
     assert normalize_type(spelled) == canonical
+
+
+def test_normalize_type_drops_modifiers_anywhere() -> None:
+    from cdc.mapping.typemap import normalize_type
+    assert normalize_type("time(3) with time zone") == "timetz"          # was "time": verify read it wrong
+    assert normalize_type("timestamp(0) with time zone") == "timestamptz"
+    assert normalize_type("numeric(12,4)") == "numeric" and normalize_type("character varying(20)") == "varchar"
+    assert normalize_type("integer") == "int4" and normalize_type("text[]") == "text[]"
