@@ -75,6 +75,29 @@ class Source(BaseModel):
     publication: str | None = None
 
 
+MaskMethod = Literal["hash", "redact"]
+PinotIndex = Literal["inverted", "range", "json", "text", "no_dictionary"]
+
+
+class MirrorRules(BaseModel):
+    """Per-mirror column rules and transforms (cdc apply files, `mirror add` flags).
+
+    Column names are Postgres column names (exact, case preserved). Empty rules mean
+    "every column, unchanged, every row" (what every mirror did before rules existed)."""
+
+    model_config = {"extra": "forbid"}
+
+    include_columns: list[str] | None = None   # only these (plus the key, always kept)
+    exclude_columns: list[str] = Field(default_factory=list)
+    mask_columns: dict[str, MaskMethod] = Field(default_factory=dict)   # hash keeps joins, redact blanks
+    row_filter: str | None = None              # SQL predicate over the row, valid in Flink SQL and Postgres
+    computed_columns: dict[str, str] = Field(default_factory=dict)      # mirror column -> Flink SQL expression
+    pinot_indexes: dict[str, list[PinotIndex]] = Field(default_factory=dict)  # column -> index kinds
+
+    def is_empty(self) -> bool:
+        return self == MirrorRules()
+
+
 class MirrorSpec(BaseModel):
     """What the user asked for: mirror SCHEMA.TABLE of SOURCE under NAME."""
 
@@ -83,6 +106,7 @@ class MirrorSpec(BaseModel):
     schema_name: str
     table_name: str
     key_columns: list[str] | None = None      # --key override for tables without a primary key
+    rules: MirrorRules = Field(default_factory=MirrorRules)
 
     @property
     def qualified(self) -> str:
