@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cdc.core.settings import Settings
@@ -9,7 +11,15 @@ from cdc.core.settings import Settings
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings()
+    s = Settings()
+    # The stack's Postgres wants its generated password (scram-sha-256): tests that build
+    # their own DSNs for other databases of it find it where libpq looks, PGPASSFILE (a
+    # reference to the stack's password file, the value is never copied), and so do the
+    # `cdc` subprocesses they start.
+    if s.postgres_dsn is None:
+        from cdc.core.stack_secrets import postgres_passfile
+        os.environ.setdefault("PGPASSFILE", str(postgres_passfile(s.state_dir)))
+    return s
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,21 @@ class SourceIn(BaseModel):
         default=None, description="a publication the DBA created and maintains (least privilege): cdc never "
                                   "creates, alters or drops it; each mirrored table must be in it")
 
+    @model_validator(mode="after")
+    def _no_server_files(self) -> "SourceIn":
+        # passfile/service make the server read ITS OWN files (the stack's password file,
+        # say) and send what they hold to a host the caller chose: not over the API.
+        from psycopg.conninfo import conninfo_to_dict
+        try:
+            parts = conninfo_to_dict(self.dsn)
+        except Exception:
+            return self    # unparsable: create_source reports it
+        for key in ("passfile", "service", "servicefile"):
+            if parts.get(key):
+                raise ValueError(f"{key} is not accepted over the API (it names a file on the server); "
+                                 "give the password in the DSN instead, or use `cdc source add` locally")
+        return self
+
     def password(self) -> str | None:
         from cdc.postgres.catalog import _dsn_password
         try:

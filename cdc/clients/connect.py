@@ -80,8 +80,10 @@ class ConnectClient:
     """Kafka Connect REST at base_url (default local stack: http://127.0.0.1:8083)."""
 
     def __init__(self, base_url: str, *, timeout: float = 15.0, session: requests.Session | None = None,
-                 retry_attempts: int = 5, **http_kw: Any) -> None:
+                 retry_attempts: int = 5, auth: tuple[str, str] | None = None, **http_kw: Any) -> None:
         self.http = HttpClient(SYSTEM, base_url, timeout=timeout, session=session, **http_kw)
+        if auth is not None:    # HTTP basic auth (the local stack's Connect requires it)
+            self.http.session.auth = auth
         self.retry_attempts = retry_attempts
 
     @staticmethod

@@ -142,7 +142,12 @@ class HttpClient:
         text = error_text(resp)
         if status >= 500 or status == 429:
             raise TransientRemoteError(self.label, f"{what} failed", status=status, body=text)
-        raise PermanentRemoteError(self.label, f"{what} rejected", status=status, body=text)
+        hint = None
+        if status in (401, 403):
+            hint = (f"{self.system} refused the credentials (or none were sent): for the local stack they are "
+                    "generated under STATE_DIR/secrets by `cdc stack up`; for an external one set its "
+                    "CDC_*_PASSWORD setting")
+        raise PermanentRemoteError(self.label, f"{what} rejected", status=status, body=text, hint=hint)
 
     # -- JSON conveniences -------------------------------------------------------------------
 

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("CDC_FLINK_URL", "flink_url_override"))
     sql_gateway_url_override: str | None = Field(
         None, validation_alias=AliasChoices("CDC_SQL_GATEWAY_URL", "sql_gateway_url_override"))
+    # Kafka Connect REST credentials (HTTP basic auth). The local stack generates its own
+    # (STATE_DIR/secrets/connect-users.properties); these are for an external Connect.
+    connect_user: str = "cdc"
+    connect_password: SecretStr | None = None
 
     # An existing Postgres to use as the default source instead of the private cluster.
     postgres_dsn: SecretStr | None = None
@@ -156,7 +160,27 @@ class Settings(BaseSettings):
 
     @property
     def local_postgres_dsn(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.ports.postgres}/postgres"
+        return self.local_dsn("postgres")
+
+    def local_dsn(self, dbname: str) -> str:
+        """A database of the stack's own Postgres. The password stays in the stack's libpq
+        password file; the DSN only names the file (cdc.core.stack_secrets)."""
+        from psycopg.conninfo import make_conninfo
+
+        from cdc.core.stack_secrets import postgres_passfile
+        return make_conninfo(host=self.host, port=self.ports.postgres, user="postgres", dbname=dbname,
+                             passfile=str(postgres_passfile(self.state_dir)))
+
+    def connect_auth(self) -> tuple[str, str] | None:
+        """Basic-auth credentials for Kafka Connect's REST API: CDC_CONNECT_PASSWORD for an
+        external Connect, else the local stack's generated ones (None when it has none)."""
+        if self.connect_password is not None:
+            return self.connect_user, self.connect_password.get_secret_value()
+        if self.connect_url_override:
+            return None
+        from cdc.core.stack_secrets import CONNECT_USER, connect_password
+        pw = connect_password(self.state_dir)
+        return (CONNECT_USER, pw) if pw else None
 
     def source_dsn(self) -> str:
         """DSN of the default source: the configured one, or the private cluster."""

@@ -32,7 +32,7 @@ class Context:
 def context(settings: Settings | None = None) -> Context:
     s = settings or get_settings()
     s.registry_file.parent.mkdir(parents=True, exist_ok=True)
-    return Context(settings=s, registry=Registry(s.registry_file), connect=ConnectClient(s.connect_url),
+    return Context(settings=s, registry=Registry(s.registry_file), connect=ConnectClient(s.connect_url, auth=s.connect_auth()),
                    gateway=SqlGatewayClient(s.sql_gateway_url), jobmanager=JobManagerClient(s.flink_url),
                    controller=PinotControllerClient(s.controller_url), broker=PinotBrokerClient(s.broker_url))
 

@@ -16,6 +16,7 @@ Passwords never reach this file: sources store a DSN with the password stripped.
 from __future__ import annotations
 
 import re
+import os
 import sqlite3
 import threading
 import time
@@ -151,6 +152,12 @@ class Registry:
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
+        if str(path) != ":memory:":   # private like the rest of the state folder (0600)
+            for f in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                try:
+                    os.chmod(f, 0o600)
+                except OSError:
+                    pass
         self.migrate()
 
     # -- plumbing ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from cdc.core import names
+from cdc.core import names, stack_secrets
 from cdc.core.errors import ConfigError, ConflictError, NotFoundError
 from cdc.core.models import Source
 from cdc.core.settings import Settings
@@ -39,7 +39,8 @@ from cdc.postgres import catalog, tls
 # ---------------------------------------------------------------- the secrets file
 
 def _secrets_dir(s: Settings) -> Path:
-    d = s.state_dir / "secrets"
+    stack_secrets.secure_state_dir(s.state_dir, walk=False)   # the folder above is enforced on every write too
+    d = stack_secrets.secrets_dir(s.state_dir)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     return d
@@ -153,6 +154,22 @@ def _tls_settings(name: str, parts: dict) -> dict[str, str]:
     return out
 
 
+def dsn_password(dsn: str) -> str | None:
+    """The password libpq would use for this DSN: its own, else the entry of its password file
+    (passfile=..., else PGPASSFILE, else ~/.pgpass). Debezium cannot read a password file, so
+    the value found here is what goes to the source's secrets file for the connector."""
+    parts = conninfo_to_dict(dsn)
+    if parts.get("password"):
+        return str(parts["password"])
+    passfile = parts.get("passfile") or os.environ.get("PGPASSFILE") or os.path.expanduser("~/.pgpass")
+    host = str(parts.get("host") or "localhost")
+    if host.startswith("/"):
+        host = "localhost"      # libpq matches a socket directory as "localhost"
+    return stack_secrets.read_passfile(passfile, host, int(parts.get("port") or 5432),
+                                       str(parts.get("dbname") or parts.get("user") or "postgres"),
+                                       str(parts.get("user") or "postgres"))
+
+
 def source_from_dsn(name: str, dsn: str, *, publication: str | None = None) -> Source:
     try:
         parts = conninfo_to_dict(dsn)
@@ -168,7 +185,7 @@ def source_from_dsn(name: str, dsn: str, *, publication: str | None = None) -> S
     return Source(name=name, dsn=redact_dsn(dsn),
                   database=str(parts.get("dbname") or parts.get("user") or "postgres"),
                   host=str(parts.get("host") or "127.0.0.1"), port=port,
-                  user=str(parts.get("user") or "postgres"), has_password=bool(parts.get("password")),
+                  user=str(parts.get("user") or "postgres"), has_password=bool(dsn_password(dsn)),
                   publication=publication, **_tls_settings(name, parts))
 
 
@@ -205,7 +222,7 @@ def add_source(ctx: Context, name: str, dsn: str, password: str | None = None,
         raise ConflictError(f"source {name!r} already exists with a different definition",
                             hint="remove it first (cdc source remove NAME) or pick another name")
     added = ctx.registry.add_source(src)
-    secret = conninfo_to_dict(full).get("password")
+    secret = dsn_password(full)
     if secret:
         write_password(ctx.settings, name, str(secret))
     else:
@@ -232,7 +249,7 @@ def ensure_default_source(ctx: Context) -> Source:
     if the DSN has one, is (re)written to the secrets file for Connect on every call, so a
     changed password in the settings reaches the connector."""
     dsn = ctx.settings.source_dsn()
-    password = conninfo_to_dict(dsn).get("password")
+    password = dsn_password(dsn)
     if password:
         write_password(ctx.settings, names.DEFAULT_SOURCE, str(password))
     else:

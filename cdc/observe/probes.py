@@ -35,7 +35,7 @@ def probe_kafka(ctx: service.Context) -> None:
 
 
 def probe_connect(ctx: service.Context) -> None:
-    ConnectClient(ctx.settings.connect_url, timeout=PROBE_TIMEOUT_S).list_connectors()
+    ConnectClient(ctx.settings.connect_url, timeout=PROBE_TIMEOUT_S, auth=ctx.settings.connect_auth()).list_connectors()
 
 
 def probe_jobmanager(ctx: service.Context) -> None:

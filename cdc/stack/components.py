@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from cdc.core import stack_secrets
 from cdc.core.settings import Settings
 from cdc.core.errors import StackError
 from cdc.stack import versions
@@ -39,9 +40,9 @@ logger.clients.level = WARN
 """
 
 
-def http_ok(url: str, timeout: float = 2.0) -> str | None:
+def http_ok(url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None) -> str | None:
     try:
-        r = requests.get(url, timeout=timeout)
+        r = requests.get(url, timeout=timeout, auth=auth)
     except requests.RequestException as exc:
         return f"GET {url}: {type(exc).__name__}"
     return None if r.status_code == 200 else f"GET {url}: HTTP {r.status_code}"
@@ -124,24 +125,53 @@ def postgres_service(settings: Settings) -> Service:
 
     def prepare() -> None:
         sock.mkdir(parents=True, exist_ok=True)
+        pw = None
         if user:
             try:
                 pw = pwd.getpwnam(user)
             except KeyError as exc:
                 raise StackError("postgres", "running as root but there is no `postgres` OS user",
                                  hint="apt-get install -y postgresql creates it") from exc
-            os.chmod(settings.state_dir, 0o755)
+            stack_secrets.secure_state_dir(settings.state_dir, walk=False)   # 0710, group postgres
             for p in (st, sock):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
+                os.chmod(p, 0o700)
         _clear_stale_postmaster(data, sock)
+        password, created = stack_secrets.ensure_postgres_password(settings.state_dir, settings.host, port)
         if not (data / "PG_VERSION").exists():
-            cmd = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                   "--no-instructions"]
-            if user:
-                cmd = ["runuser", "-u", user, "--", *cmd]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise StackError("postgres", f"initdb failed: {proc.stderr.strip()[-400:]}")
+            _initdb(password)
+        elif created:
+            _set_password(password)    # a cluster made before passwords (trust): give it one
+        hba = data / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        if user:
+            os.chown(hba, pw.pw_uid, pw.pw_gid)
+
+    def _as_user(cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", user, "--", *cmd] if user else cmd
+
+    def _initdb(password: str) -> None:
+        pwfile = st / ".initdb-password"     # read by initdb (as `postgres`), removed right after
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        if user:
+            os.chown(pwfile, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+        try:
+            proc = subprocess.run(_as_user([str(bindir / "initdb"), "-D", str(data), "--auth=scram-sha-256",
+                                            f"--pwfile={pwfile}", "-U", "postgres", "-E", "UTF8",
+                                            "--no-instructions"]), capture_output=True, text=True)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise StackError("postgres", f"initdb failed: {proc.stderr.strip()[-400:]}")
+
+    def _set_password(password: str) -> None:
+        # single-user mode: the server is down here; the password goes through stdin, not argv
+        proc = subprocess.run(_as_user([str(bindir / "postgres"), "--single", "-D", str(data), "postgres"]),
+                              input=f"ALTER ROLE postgres PASSWORD '{password}';\n", capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StackError("postgres", f"setting the superuser password failed: {proc.stderr.strip()[-400:]}")
 
     def health() -> str | None:
         import psycopg
@@ -160,6 +190,18 @@ def postgres_service(settings: Settings) -> Service:
                    run_dir=settings.state_dir / "run", log_file=settings.state_dir / "logs" / "postgres.log",
                    ports={"postgres": port}, health=health, user=user, prepare=prepare,
                    stop_signal=signal.SIGINT, endpoints={"postgres_dsn": settings.local_postgres_dsn})
+
+
+# Password (scram-sha-256) for every connection, local socket included: a local OS user
+# without the password gets nothing (README "Security").
+PG_HBA = """# written by cdc stack up on every start
+local   all          all                 scram-sha-256
+host    all          all  127.0.0.1/32   scram-sha-256
+host    all          all  ::1/128        scram-sha-256
+local   replication  all                 scram-sha-256
+host    replication  all  127.0.0.1/32   scram-sha-256
+host    replication  all  ::1/128        scram-sha-256
+"""
 
 
 # -- Kafka ---------------------------------------------------------------------------
@@ -222,13 +264,17 @@ def kafka_service(settings: Settings, kafka_home: Path) -> Service:
 
 def connect_service(settings: Settings, kafka_home: Path, debezium_home: Path) -> Service:
     st = settings.state_dir / "connect"
-    props = st / "worker.properties"
+    props, jaas = st / "worker.properties", st / "jaas.conf"
     h, port = settings.host, settings.ports.connect
 
     def prepare() -> None:
         _write(st / "log4j2.properties", LOG4J2)
         (st / "secrets").mkdir(parents=True, exist_ok=True)
         os.chmod(st / "secrets", 0o700)
+        stack_secrets.ensure_connect_password(settings.state_dir)
+        users = str(stack_secrets.connect_users_file(settings.state_dir)).replace("\\", "\\\\").replace('"', '\\"')
+        _write(jaas, "KafkaConnect {\n  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule "
+                     f'required\n  file="{users}";\n}};\n')
         _write(props, "\n".join([
             f"bootstrap.servers={settings.kafka_bootstrap}", "group.id=cdc-connect",
             "key.converter=org.apache.kafka.connect.json.JsonConverter",
@@ -244,15 +290,20 @@ def connect_service(settings: Settings, kafka_home: Path, debezium_home: Path) -
             f"plugin.path={debezium_home / 'plugins'}",
             # Secrets (database passwords) reach connector configs as ${file:...} references.
             "config.providers=file", "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider",
-            "producer.linger.ms=5", "producer.compression.type=lz4", ""]))
+            "producer.linger.ms=5", "producer.compression.type=lz4",
+            # HTTP basic auth on the REST API (users file in STATE_DIR/secrets): without it any
+            # local user could register a connector that reads a source's password file.
+            "rest.extension.classes=org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension",
+            ""]))
 
-    argv = _java(settings.connect_heap, f"-Dlog4j2.configurationFile={st / 'log4j2.properties'}",
+    argv = _java(settings.connect_heap, f"-Djava.security.auth.login.config={jaas}",
+                 f"-Dlog4j2.configurationFile={st / 'log4j2.properties'}",
                  f"-Dkafka.logs.dir={settings.state_dir / 'logs'}", "-cp", f"{kafka_home}/lib/*",
                  "org.apache.kafka.connect.cli.ConnectDistributed", str(props))
     url = f"http://{h}:{port}"
     return Service(name="connect", component="kafka-connect", version=f"{versions.KAFKA} + debezium {versions.DEBEZIUM}",
                    argv=argv, run_dir=settings.state_dir / "run", log_file=settings.state_dir / "logs" / "connect.log",
-                   ports={"rest": port}, health=lambda: http_ok(f"{url}/connectors"), prepare=prepare,
+                   ports={"rest": port}, health=lambda: http_ok(f"{url}/connectors", auth=settings.connect_auth()), prepare=prepare,
                    depends_on=["kafka"], endpoints={"connect_url": url})
 
 

@@ -7,6 +7,7 @@ so a failed `up` leaves nothing behind it. Data folders survive `down` unless --
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdc.core import stack_secrets
 from cdc.core.settings import Settings
 from cdc.core.errors import StackError
 from cdc.stack import components, provision
@@ -57,6 +59,17 @@ def plan_services(settings: Settings, progress: Progress = _say, provision_missi
 
 
 def up(settings: Settings, progress: Progress = _say) -> dict:
+    # Everything `up` and the services create under the state folder is private (0700/0600):
+    # it holds every mirrored row and the stack's credentials.
+    old_umask = os.umask(0o077)
+    try:
+        return _up(settings, progress)
+    finally:
+        os.umask(old_umask)
+        stack_secrets.secure_state_dir(settings.state_dir)
+
+
+def _up(settings: Settings, progress: Progress) -> dict:
     t0 = time.monotonic()
     services, unavailable = plan_services(settings, progress)
     for u in unavailable:
@@ -69,6 +82,7 @@ def up(settings: Settings, progress: Progress = _say) -> dict:
         pinot_engine.engine_home(settings.cache_dir, progress)
         progress("pinot engine (Pinot's libraries, in-process) ready: mirrors are read through it")
     down_now = [s for s in services if s.pid() is None]
+    stack_secrets.secure_state_dir(settings.state_dir)   # 0700 (0710 as root), nothing group/world-readable
 
     def taken_ports() -> list[tuple[str, int, str]]:
         return [(s.name, port, n) for s in down_now for n, port in s.ports.items() if port_in_use(settings.host, port)]

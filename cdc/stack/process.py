@@ -161,7 +161,8 @@ class Service:
         log.flush()
         try:
             proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    umask=0o077, **kwargs)   # data files 0600: rows are private
         except OSError as exc:
             raise StackError(self.name, f"cannot exec {self.argv[0]}: {exc}", log=str(self.log_file)) from exc
         finally:

@@ -223,6 +223,7 @@ def kafka_entry(cache_dir: Path, progress: Progress = _say) -> Path:
         MavenDep("org.apache.kafka", "kafka_2.13", versions.KAFKA),
         MavenDep("org.apache.kafka", "kafka-tools", versions.KAFKA),
         MavenDep("org.apache.kafka", "connect-runtime", versions.KAFKA),
+        MavenDep("org.apache.kafka", "connect-basic-auth-extension", versions.KAFKA),   # REST basic auth
         MavenDep("org.apache.logging.log4j", "log4j-core", versions.LOG4J),
         MavenDep("org.apache.logging.log4j", "log4j-slf4j2-impl", versions.LOG4J),
         # Maven's nearest-wins picks slf4j-api 1.7 from a transitive path, which has no

@@ -31,12 +31,20 @@ from cdc.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5433/postgres"
+ADMIN_DSN = f"postgresql://postgres@127.0.0.1:{Settings().ports.postgres}/postgres"   # password: PGPASSFILE (conftest)
 DB, SOURCE = "h_api", "h_api"
-DSN = f"postgresql://postgres@127.0.0.1:5433/{DB}"
+DSN = f"postgresql://postgres@127.0.0.1:{Settings().ports.postgres}/{DB}"
 TABLE = "api_items"
 MIRROR = names.mirror_name("public", TABLE, SOURCE)
-PASSWORD = "pw-" + secrets.token_hex(8)
+
+
+def _password() -> str:
+    """The stack Postgres' real password (scram-sha-256): a DSN carrying it connects, and it
+    must never come back in an answer or a log."""
+    from cdc.core.stack_secrets import postgres_password
+    pw = postgres_password(Settings().state_dir)
+    assert pw, "the stack's Postgres has no generated password"
+    return pw
 
 
 class _Collect(logging.Handler):
@@ -116,7 +124,7 @@ def server(database: str, settings: Settings, tmp_path: Any) -> Iterator[tuple[s
         root.setLevel(old_level)
         text = "\n".join(r.getMessage() for r in logs.records)
         assert token not in text, "the token reached a log"
-        assert PASSWORD not in text, "a DSN password reached a log"
+        assert _password() not in text, "a DSN password reached a log"
         assert any(r.name == "uvicorn.access" for r in logs.records), "no access log captured"
 
 
@@ -159,7 +167,8 @@ def test_mirror_lifecycle_through_rest(server: tuple[str, dict[str, str], Settin
 
         r = requests.post(f"{url}/sources", json={"name": SOURCE, "dsn": DSN}, headers=auth, timeout=30)
         assert r.status_code == 201, r.text
-        # trust auth ignores the password, so a DSN with one connects: it must never come back
+        # a DSN with the real password connects; the password must never come back
+        PASSWORD = _password()
         pw_dsn = DSN.replace("postgres@", f"postgres:{PASSWORD}@")
         r = requests.post(f"{url}/sources", json={"name": f"{SOURCE}_pw", "dsn": pw_dsn}, headers=auth, timeout=30)
         assert r.status_code == 201 and r.json()["has_password"] and PASSWORD not in r.text, r.text

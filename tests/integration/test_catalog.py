@@ -17,12 +17,13 @@ import pytest
 from psycopg import sql
 
 from cdc.postgres import catalog
+from cdc.core.settings import Settings
 from cdc.core.errors import NotFoundError, PreflightError, UnreachableError
 from cdc.core.models import Column
 
 pytestmark = pytest.mark.integration
 
-DSN = os.environ.get("CDC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5433/postgres")
+DSN = os.environ.get("CDC_TEST_PG_DSN") or Settings().local_dsn("postgres")
 REPLICA_DSN = os.environ.get("CDC_TEST_PG_REPLICA_DSN")
 
 

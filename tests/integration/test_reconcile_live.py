@@ -36,9 +36,9 @@ from syncing import wait_for
 
 pytestmark = pytest.mark.integration
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5433/postgres"
+ADMIN_DSN = Settings().local_dsn("postgres")
 DB = "h_rec"
-DSN = f"postgresql://postgres@127.0.0.1:5433/{DB}"
+DSN = Settings().local_dsn(DB)
 
 
 def _say(msg: str) -> None:
@@ -146,7 +146,8 @@ def _remove_with_retry(lv: Live, timeout: float = 180) -> None:
 
 def test_paused_connector_is_resumed(live: Live) -> None:
     cname = names.connector_name(DB)
-    requests.put(f"{live.settings.connect_url}/connectors/{cname}/pause", timeout=10).raise_for_status()
+    requests.put(f"{live.settings.connect_url}/connectors/{cname}/pause", timeout=10,
+                 auth=live.settings.connect_auth()).raise_for_status()
     _wait("connector PAUSED", lambda: (st := live.ctx.connect.status(cname)) is not None
           and st.state == "PAUSED" and all(t.state == "PAUSED" for t in st.tasks), 30)
     live.insert(5)                                  # must arrive once resumed

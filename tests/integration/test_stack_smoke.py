@@ -49,7 +49,8 @@ def test_kafka_produce_consume(stack: dict, settings) -> None:
 
 
 def test_connect_lists_debezium_postgres_plugin(stack: dict, settings) -> None:
-    plugins = requests.get(f"{settings.connect_url}/connector-plugins", timeout=10).json()
+    plugins = requests.get(f"{settings.connect_url}/connector-plugins", timeout=10,
+                           auth=settings.connect_auth()).json()
     classes = {p["class"] for p in plugins}
     assert "io.debezium.connector.postgresql.PostgresConnector" in classes, classes
 

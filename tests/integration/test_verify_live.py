@@ -24,9 +24,9 @@ from cdc.mirrors.verify import VerifyReport, format_report, verify_mirror
 
 pytestmark = pytest.mark.integration
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5433/postgres"
+ADMIN_DSN = Settings().local_dsn("postgres")
 DB, SOURCE, TABLE = "h_ver", "h_ver", "ver_t"
-DSN = f"postgresql://postgres@127.0.0.1:5433/{DB}"
+DSN = Settings().local_dsn(DB)
 MIRROR = names.mirror_name("public", TABLE, SOURCE)
 ROWS = 5000
 

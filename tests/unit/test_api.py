@@ -108,7 +108,7 @@ def test_openapi_lists_every_endpoint(client: TestClient) -> None:
         ("GET", "/mirrors"), ("POST", "/mirrors"), ("POST", "/mirrors/plan"), ("GET", "/mirrors/{name}"),
         ("DELETE", "/mirrors/{name}"), ("GET", "/mirrors/{name}/status"), ("POST", "/mirrors/{name}/pause"),
         ("POST", "/mirrors/{name}/resume"), ("POST", "/mirrors/{name}/resync"), ("GET", "/mirrors/{name}/verify"),
-        ("GET", "/events")}
+        ("GET", "/events"), ("GET", "/ui/data"), ("POST", "/apply")}
     for path, ops in spec["paths"].items():
         for op in ops.values():
             assert "200" in op["responses"] or "201" in op["responses"], path
@@ -364,3 +364,14 @@ def test_reconciler_runs_for_the_app_lifetime(settings: Settings) -> None:
         assert calls == ["start"]
         c.get("/healthz")
     assert calls == ["start", ("stop", settings.stop_timeout_s)]
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://postgres@203.0.113.1/db?passfile=/var/lib/cdc/secrets/postgres.pgpass",
+                                 "host=203.0.113.1 user=postgres passfile=/root/.pgpass",
+                                 "postgresql://postgres@203.0.113.1/db?service=prod"])
+def test_source_dsn_naming_server_files_is_refused(client: TestClient, dsn: str) -> None:
+    """A DSN that makes the server read its own password file (and send the password to a
+    host the caller chose) is a 422 naming the setting; nothing is registered."""
+    r = client.post("/sources", headers=AUTH, json={"name": "evil", "dsn": dsn})
+    assert r.status_code == 422 and "on the server" in r.text, r.text
+    assert "evil" not in [s["name"] for s in client.get("/sources", headers=AUTH).json()]
