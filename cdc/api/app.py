@@ -24,23 +24,29 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdc.core import names
 from cdc.observe import probes as api_probes
 from cdc.mirrors import service
+from cdc.api import ui
 from cdc.api.models import (MIRROR_NAME, SOURCE_NAME, ErrorBody, FieldError, Health, MirrorIn, MirrorStatus, OpResult,
                             Plan, Ready, Removed, SourceIn, scrub_text, to_jsonable)
 from cdc.core.settings import Settings, get_settings
 from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PermanentRemoteError, PreflightError,
                         RemoteError, TransientRemoteError, UnreachableError)
 from cdc.core.models import Source
+from cdc.mapping.rules import redact_salt
+from cdc.declarative import apply as applying
+from cdc.declarative import file as apply_file
+from cdc.declarative.plan import Plan as ApplyPlan
 from cdc.mirrors.registry import Event, MirrorRecord, redact_dsn
 
 log = logging.getLogger("cdc.api")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz"}) | ui.OPEN_PATHS    # the status page's files hold no data
 # Most specific first: the first isinstance match wins.
 _STATUS: list[tuple[type[CdcError], int]] = [
     (ConfigError, 422), (PreflightError, 422), (NotFoundError, 404), (ConflictError, 409),
@@ -55,6 +61,9 @@ _ERR_JSON = {code: {"description": "error", "content": {"application/json": {
 class Reconciler(Protocol):
     def start(self) -> Any: ...
     def stop(self, timeout: float) -> Any: ...
+
+
+Background = Reconciler   # the history sampler has the same start/stop shape
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -262,6 +271,7 @@ def delete_source(name: SourceName, ctx: Ctx) -> Removed:
     if not ctx.registry.remove_source(name):       # ConflictError while mirrors use it
         raise NotFoundError(f"unknown source {name!r}")
     (ctx.settings.state_dir / "secrets" / f"{name}.properties").unlink(missing_ok=True)
+    (ctx.settings.state_dir / "secrets" / f"{name}.mask-salt").unlink(missing_ok=True)
     return Removed(name=name)
 
 
@@ -278,9 +288,9 @@ def plan_mirror(body: MirrorIn, ctx: Ctx) -> Plan:
     """Runs the preflight checks and renders connector config, Flink SQL and Pinot configs;
     creates nothing."""
     p = service.plan_mirror(ctx, body.schema_name, body.table, source=body.source, name=body.mirror_name(),
-                            key=body.key)
+                            key=body.key, rules=body.rules)
     return Plan(name=p.spec.name, source=p.source.name, table=p.spec.qualified,
-                connector_name=names.connector_name(p.source.name), connector=p.connector,
+                connector_name=names.connector_name(p.source.name), connector=redact_salt(p.connector),
                 flink_sql=p.flink_sql, pinot_schema=p.pinot_schema, pinot_table=p.pinot_table,
                 change_topic=p.change_topic, flat_topic=p.flat_topic, table_info=p.table, notes=p.notes)
 
@@ -294,7 +304,7 @@ def create_mirror(body: MirrorIn, ctx: Ctx, response: Response) -> MirrorRecord:
     name = body.mirror_name()
     existed = ctx.registry.get_mirror(name) is not None
     rec = service.add_mirror(ctx, body.schema_name, body.table, source=body.source, name=name, key=body.key,
-                             replica_identity_full=body.replica_identity_full, progress=_progress)
+                             replica_identity_full=body.replica_identity_full, rules=body.rules, progress=_progress)
     if existed:
         response.status_code = 200
     return rec
@@ -346,6 +356,40 @@ def verify(name: MirrorName, ctx: Ctx) -> OpResult:
     return _op("verify", "mirrors.verify", "verify_mirror", name, ctx)
 
 
+APPLY_MAX_BYTES = 1 << 20
+_APPLY_BODY = {"required": True, "description": "an apply file (format: cdc/declarative/schema.json), YAML or JSON",
+               "content": {"application/yaml": {"schema": {"type": "string"}},
+                           "application/json": {"schema": {"type": "object"}}}}
+
+
+@api.post("/apply", response_model=ApplyPlan, tags=["apply"], openapi_extra={"requestBody": _APPLY_BODY},
+          summary="Bring sources and mirrors to a file's (or, with plan=true, say what that would change)")
+async def apply(request: Request, ctx: Ctx, plan: bool = False, prune: bool = False,
+                drop_data: bool = False) -> ApplyPlan:
+    """`cdc apply -f FILE` over HTTP: the body is the file. plan=true changes nothing and answers
+    the plan (`changed`: whether applying would change anything; `problems`: why it could not);
+    otherwise the plan's actions are carried out (a changed mirror is rebuilt) and the answer has
+    `applied: true`. The server never reads its own environment or files for the caller: a new
+    or changed source with password_env / password_file is refused (a `problem`); register it
+    with POST /sources or `cdc apply` on the server, after which the file may name it as is.
+    Async only to read the raw body (YAML is not JSON): the work runs in the thread pool."""
+    body = await request.body()
+    return await run_in_threadpool(_apply, ctx, body, plan, prune, drop_data)
+
+
+def _apply(ctx: service.Context, body: bytes, plan_only: bool, prune: bool, drop_data: bool) -> ApplyPlan:
+    if len(body) > APPLY_MAX_BYTES:
+        raise ConfigError(f"the file is larger than {APPLY_MAX_BYTES >> 20} MiB", hint="split it, or trim it")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("the body is not UTF-8 text", hint="send the YAML or JSON file as UTF-8") from None
+    f = apply_file.loads(text, "body")
+    if plan_only:
+        return applying.plan_file(ctx, f, prune=prune, local=False)
+    return applying.apply_file(ctx, f, prune=prune, drop_data=drop_data, local=False, progress=_progress)
+
+
 @api.get("/events", response_model=list[Event], tags=["events"], summary="The event log, newest first")
 def events(ctx: Ctx, mirror: Annotated[str | None, Query(pattern=MIRROR_NAME, max_length=240)] = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Event]:
@@ -354,10 +398,12 @@ def events(ctx: Ctx, mirror: Annotated[str | None, Query(pattern=MIRROR_NAME, ma
 
 # -- factory ------------------------------------------------------------------------------------
 
-def create_app(settings: Settings | None = None, *, reconciler: Reconciler | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, reconciler: Reconciler | None = None,
+               sampler: Background | None = None) -> FastAPI:
     """Build the app. Without CDC_API_TOKEN it only runs bound to loopback (then it accepts
     requests without a token, and says so once); a reconciler, if given, runs for the app's
-    lifetime and is stopped (its current step finishes) on shutdown, e.g. SIGTERM."""
+    lifetime and is stopped (its current step finishes) on shutdown, e.g. SIGTERM. So does
+    a sampler (cdc.observe.history.Sampler), whose history the status page (/ui) shows."""
     s = settings or get_settings()
     token = s.api_token.get_secret_value().encode() if s.api_token and s.api_token.get_secret_value() else None
     if token is None:
@@ -370,19 +416,25 @@ def create_app(settings: Settings | None = None, *, reconciler: Reconciler | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if reconciler is not None:
             reconciler.start()
+        if sampler is not None:
+            sampler.start()
         try:
             yield
         finally:
+            if sampler is not None:
+                sampler.stop(s.stop_timeout_s)
             if reconciler is not None:
                 log.info("stopping the reconciler (its current step finishes)")
                 reconciler.stop(s.stop_timeout_s)
 
     app = FastAPI(title="cdc", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Live Apache Pinot mirrors of PostgreSQL tables. Every endpoint except "
-                              "/healthz needs `Authorization: Bearer <CDC_API_TOKEN>`.")
+                  description="Live Apache Pinot mirrors of PostgreSQL tables. Every endpoint except /healthz "
+                              "and the status page's files (/ui) needs `Authorization: Bearer <CDC_API_TOKEN>`.")
     app.state.settings = s
+    app.state.sampler = sampler
     app.include_router(health)
     app.include_router(api)
+    app.include_router(ui.router)
     app.add_exception_handler(CdcError, _on_cdc_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -17,7 +17,7 @@ from cdc.mirrors import service
 from cdc.clients.http import scrub
 from cdc.core.errors import CdcError
 from cdc.core import names
-from cdc.core.models import TableInfo
+from cdc.core.models import MirrorRules, TableInfo
 
 SOURCE_NAME = r"^[a-z][a-z0-9_]{0,40}$"            # what service.add_source accepts
 MIRROR_NAME = r"^[a-z0-9][a-z0-9_]{0,239}$"        # any registered mirror, also one named by older rules
@@ -125,6 +125,8 @@ class MirrorIn(BaseModel):
                                     description="key columns for a table without a primary key")
     replica_identity_full: bool = Field(default=False, description="with `key`: accept ALTER TABLE ... REPLICA "
                                         "IDENTITY FULL so UPDATE/DELETE events carry the old row")
+    rules: MirrorRules | None = Field(default=None, description="column rules, as `cdc mirror add` --include, "
+                                      "--exclude, --mask, --filter, --compute, --index (README: Column rules)")
     _name: str = PrivateAttr(default="")
 
     @model_validator(mode="after")

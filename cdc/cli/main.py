@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack_logs)
 
     # Each command family lives in its own module with a register(subparsers) function.
-    from cdc.cli import mirror, serve
+    from cdc.cli import apply, mirror, serve
     mirror.register(sub)
+    apply.register(sub)
     serve.register(sub)
     return parser
 

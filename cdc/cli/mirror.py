@@ -12,22 +12,7 @@ from cdc.mirrors import service
 
 def _split_table(qualified: str) -> tuple[str, str]:
     """SCHEMA.TABLE, with "double quotes" for names containing dots; no schema = public."""
-    parts, cur, quoted = [], "", False
-    for ch in qualified:
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "." and not quoted:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    if len(parts) == 1:
-        return "public", parts[0]
-    if len(parts) != 2 or not all(parts):
-        from cdc.core.errors import ConfigError
-        raise ConfigError(f"cannot read {qualified!r} as SCHEMA.TABLE", hint='quote names with dots: \'"my.schema".t\'')
-    return parts[0], parts[1]
+    return names.split_table(qualified)
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> str:
@@ -81,9 +66,53 @@ def cmd_source_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(flag: str, items: list[str] | None, *, last: bool = True) -> dict[str, str]:
+    """["a=x", "b=y"] -> {"a": "x", "b": "y"}; split at the last '=' (column names may hold one),
+    or at the first (last=False: --compute NAME=EXPR, where the expression may hold them)."""
+    from cdc.core.errors import ConfigError
+    out: dict[str, str] = {}
+    for item in items or []:
+        k, sep, v = item.rpartition("=") if last else item.partition("=")
+        if not sep or not k or not v.strip():
+            raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE", hint=f"e.g. {flag} {_EXAMPLES[flag]}")
+        out[k] = v.strip()
+    return out
+
+
+_EXAMPLES = {"--mask": "email=hash", "--compute": "total='qty * price'", "--index": "region=inverted,range",
+             "--computed": "total='qty * price'"}
+
+
+def _columns(values: list[str] | None) -> list[str]:
+    return [c.strip() for v in values or [] for c in v.split(",") if c.strip()]
+
+
+def _rules(a: argparse.Namespace) -> Any:
+    """MirrorRules from --include/--exclude/--mask/--filter/--compute/--index (None: no rules)."""
+    from pydantic import ValidationError
+
+    from cdc.core.errors import ConfigError
+    from cdc.core.models import MirrorRules
+    try:
+        rules = MirrorRules(include_columns=_columns(a.include) if a.include else None,
+                            exclude_columns=_columns(a.exclude),
+                            mask_columns=_pairs("--mask", a.mask), row_filter=a.filter,
+                            computed_columns=_pairs("--compute", a.compute, last=False),
+                            pinot_indexes={c: _columns([k]) for c, k in _pairs("--index", a.index).items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = {"mask_columns": "--mask", "pinot_indexes": "--index"}.get(str(err["loc"][0]), str(err["loc"][0]))
+        raise ConfigError(f"{flag}: {err['msg']} (got {err.get('input')!r})",
+                          hint="--mask COL=hash|redact; --index COL=inverted|range|json|text|no_dictionary[,...]"
+                          ) from None
+    return None if rules.is_empty() else rules
+
+
 def cmd_mirror_plan(a: argparse.Namespace) -> int:
+    from cdc.mapping.rules import redact_salt
     schema, table = _split_table(a.table)
-    p = service.plan_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key)
+    p = service.plan_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key, rules=_rules(a))
+    p.connector = redact_salt(p.connector)           # shown, never the hash salt
     if a.json:
         print(json.dumps({"name": p.spec.name, "connector": p.connector, "flink_sql": p.flink_sql,
                           "pinot_schema": p.pinot_schema, "pinot_table": p.pinot_table}, indent=2))
@@ -104,7 +133,7 @@ def cmd_mirror_plan(a: argparse.Namespace) -> int:
 def cmd_mirror_add(a: argparse.Namespace) -> int:
     schema, table = _split_table(a.table)
     rec = service.add_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key,
-                             replica_identity_full=a.replica_identity_full)
+                             replica_identity_full=a.replica_identity_full, rules=_rules(a))
     print(rec.name)
     return 0
 
@@ -151,6 +180,8 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
             mib = (slot.get("wal_retained_bytes") or 0) / 2**20
             print(f"slot       {slot.get('name')} retains {mib:.1f} MiB of WAL "
                   f"(warn above {slot.get('warn_threshold_bytes', 0) / 2**20:.0f} MiB){warn}")
+        if rep := slot.get("repair"):
+            print(f"           lost-slot repair: {rep['state']} at {rep['ts']}: {rep['reason']}")
         pinot = st["pinot"]
         if not pinot["enabled"]:
             print(f"pinot      disabled: {pinot['reason']} (data ends at topic {st['flat_topic']})")
@@ -169,7 +200,8 @@ def cmd_mirror_remove(a: argparse.Namespace) -> int:
 def cmd_mirror_verify(a: argparse.Namespace) -> int:
     from cdc.mirrors import verify
     report = verify.verify_mirror(_ctx(), a.name, chunk_rows=a.chunk_rows, settle_timeout=a.settle_timeout,
-                                  progress=None if a.json else lambda m: print(m, file=__import__("sys").stderr))
+                                  progress=None if a.json else lambda m: print(m, file=__import__("sys").stderr),
+                                  computed_sql=_pairs("--computed", a.computed, last=False))
     print(report.model_dump_json(indent=2) if a.json else verify.format_report(report))
     return report.exit_code
 
@@ -230,6 +262,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--name", help="mirror name (default: lowercase schema_table, see README)")
         p.add_argument("--key", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
                        help="key columns for a table without a primary key (needs REPLICA IDENTITY FULL)")
+        g = p.add_argument_group("column rules (README: Column rules)")
+        g.add_argument("--include", action="append", metavar="COL[,COL]",
+                       help="mirror only these columns (and the key)")
+        g.add_argument("--exclude", action="append", metavar="COL[,COL]",
+                       help="leave these columns out: they never reach Kafka")
+        g.add_argument("--mask", action="append", metavar="COL=hash|redact",
+                       help="hash (salted SHA-256, joinable) or redact (********) a text column before Kafka")
+        g.add_argument("--filter", metavar="SQL", help="mirror only rows matching this Flink SQL predicate")
+        g.add_argument("--compute", action="append", metavar="NAME=EXPR",
+                       help="an extra mirror column computed by this Flink SQL expression over the row")
+        g.add_argument("--index", action="append", metavar="COL=KIND[,KIND]",
+                       help="Pinot index: inverted, range, json, text, no_dictionary")
         if verb == "plan":
             p.add_argument("--json", action="store_true")
         else:
@@ -255,6 +299,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-rows", type=int, default=10_000)
     p.add_argument("--settle-timeout", type=float, default=60.0,
                    help="seconds to re-check keys that differ while changes are in flight")
+    p.add_argument("--computed", action="append", metavar="NAME=POSTGRES_SQL",
+                   help="compare computed column NAME with this Postgres expression (else it is not compared)")
     p.set_defaults(func=cmd_mirror_verify)
 
     for verb, fn_name, helptext in (

@@ -36,6 +36,15 @@ def make_reconciler(settings: Settings) -> Any | None:
     return cls(lambda: service.context(settings), settings)
 
 
+def make_sampler(settings: Settings, interval_s: float) -> Any | None:
+    """The status page's history (cdc.observe.history); None when interval_s is 0. Each pass
+    also commits one freshness probe row per source with a running mirror."""
+    if interval_s <= 0:
+        return None
+    from cdc.observe.history import Sampler
+    return Sampler(lambda: service.context(settings), interval_s, probe_timeout_s=min(10.0, max(2.0, interval_s)))
+
+
 def serve_settings(host: str | None, port: int | None) -> Settings:
     s = get_settings()
     update: dict[str, Any] = {}
@@ -59,9 +68,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = serve_settings(a.host, a.port)
     reconciler = None if a.no_reconciler else make_reconciler(s)
-    app = create_app(s, reconciler=reconciler)     # refuses a non-loopback bind without a token
-    log.info("serving on http://%s:%d (reconciler: %s)", s.api_host, s.api_port,
-             "on" if reconciler is not None else "off")
+    sampler = make_sampler(s, a.sample_interval)
+    app = create_app(s, reconciler=reconciler, sampler=sampler)   # refuses a non-loopback bind without a token
+    log.info("serving on http://%s:%d (reconciler: %s; status page: /ui, sampled every %s)", s.api_host, s.api_port,
+             "on" if reconciler is not None else "off", f"{a.sample_interval:g} s" if sampler else "- (off)")
     # The access log prints "client - METHOD path status": never headers, so never the token.
     signal.signal(signal.SIGTERM, _exit_zero)
     uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="info", access_log=True,
@@ -90,11 +100,20 @@ def _positive(text: str) -> int:
     return n
 
 
+def _interval(text: str) -> float:
+    v = float(text)
+    if v != 0 and not 1 <= v <= 3600:
+        raise argparse.ArgumentTypeError("must be 0 (off) or between 1 and 3600 seconds")
+    return v
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the REST API (and the reconciler) until SIGTERM")
     p.add_argument("--host", help="bind address (default: CDC_API_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: CDC_API_PORT, 8765)")
     p.add_argument("--no-reconciler", action="store_true", help="serve the API only")
+    p.add_argument("--sample-interval", type=_interval, default=10.0, metavar="SECONDS",
+                   help="how often the status page's history is sampled (default 10; 0: off)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("events", help="the event log, newest first")

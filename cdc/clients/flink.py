@@ -183,6 +183,26 @@ class SqlGatewayClient:
                 pass  # best effort: the gateway expires idle sessions anyway
 
 
+    def run_statements(self, statements: list[str], properties: dict[str, str] | None = None,
+                       timeout: float = 60.0) -> FetchResult:
+        """Run statements in order in one fresh session and return the last one's result (a
+        DESCRIBE, an EXPLAIN): for checks that must not start a job. The session is closed."""
+        if not statements:
+            raise ValueError("run_statements needs at least one statement")
+        session = self.open_session(properties)
+        try:
+            for stmt in statements[:-1]:
+                self.wait_operation(session, self.execute(session, stmt), timeout=timeout)
+            op = self.execute(session, statements[-1])
+            self.wait_operation(session, op, timeout=timeout)
+            return self.fetch_results(session, op, timeout=timeout)
+        finally:
+            try:
+                self.close_session(session)
+            except RemoteError:
+                pass
+
+
 def _job_id_from_rows(result: FetchResult) -> str | None:
     """Older gateways put the id only in the single 'job id' result row."""
     for i, col in enumerate(result.columns):

@@ -50,6 +50,7 @@ _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+(?::[^/\s@]*)
 def scrub(text: str) -> str:
     """Remove secret values and URL credentials from text that may end up in an error/log."""
     text = _URL_USERINFO.sub(r"\1***@", text)
+    text = re.sub(r"(with\.salt\.)[^\s\"',:}]+", r"\1***", text)     # Debezium's hash salt (a property name)
 
     def _mask(m: re.Match[str]) -> str:
         value = m.group(3)

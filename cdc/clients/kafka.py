@@ -24,6 +24,27 @@ class KafkaAdmin:
                                    hint="is Kafka running? `cdc stack status`") from None
         return {name: len(t.partitions) for name, t in md.topics.items()}
 
+    def describe(self, names: list[str]) -> dict[str, tuple[str, int]]:
+        """topic -> (topic id, partition count) for the topics that exist. The id changes when
+        a topic is deleted and created again under the same name (its offsets restart)."""
+        from confluent_kafka import KafkaError, TopicCollection
+        if not names:
+            return {}
+        try:
+            futures = self._admin.describe_topics(TopicCollection(list(names)), request_timeout=self.timeout)
+        except KafkaException as exc:
+            raise UnreachableError(self.system, f"describe topics failed: {exc}") from None
+        out: dict[str, tuple[str, int]] = {}
+        for name, fut in futures.items():
+            try:
+                d = fut.result(self.timeout)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue
+                raise UnreachableError(self.system, f"describe topic {name}: {exc}") from None
+            out[name] = (str(d.topic_id), len(d.partitions))
+        return out
+
     def create_topic(self, name: str, partitions: int, config: dict[str, str] | None = None) -> bool:
         """Create if absent. Returns True when created, False when it already existed."""
         if name in self.topics():

@@ -35,6 +35,9 @@ class TableInfo(BaseModel):
     primary_key: list[str] = Field(default_factory=list)   # in key order
     replica_identity: Literal["default", "full", "index", "nothing"] = "default"
     oid: int | None = None
+    # A partitioned table (mirrored through its root): the oids of its leaf partitions as
+    # last seen (cdc.mirrors.partitions follows them). None: an ordinary table.
+    partition_oids: list[int] | None = None
 
     @property
     def qualified(self) -> str:
@@ -107,6 +110,10 @@ class MirrorSpec(BaseModel):
     table_name: str
     key_columns: list[str] | None = None      # --key override for tables without a primary key
     rules: MirrorRules = Field(default_factory=MirrorRules)
+    # Not user input: the Flink planner's type of each rules.computed_columns expression, set
+    # by cdc when it plans the mirror (cdc.mirrors.rules_check); the flat topic and the Pinot
+    # schema are rendered from it.
+    computed_types: dict[str, str] = Field(default_factory=dict)
 
     @property
     def qualified(self) -> str:

@@ -111,6 +111,26 @@ def check_source_name(name: str) -> str:
     return name
 
 
+def split_table(qualified: str) -> tuple[str, str]:
+    """SCHEMA.TABLE as users write it (CLI, REST, apply files): "double quotes" around a part
+    that holds dots; no schema means public."""
+    parts, cur, quoted = [], "", False
+    for ch in qualified:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    if len(parts) == 1:
+        return "public", parts[0]
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"cannot read {qualified!r} as SCHEMA.TABLE", hint='quote names with dots: \'"my.schema".t\'')
+    return parts[0], parts[1]
+
+
 def flat_topic(mirror: str) -> str:
     return f"cdc.flat.{mirror}"
 

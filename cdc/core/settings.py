@@ -122,6 +122,9 @@ class Settings(BaseSettings):
 
     # A daemon killed with -9 cannot release its lease; the next one waits this long.
     reconcile_lease_ttl_s: float = 20.0
+    # A mirror "creating"/"removing" whose process showed no sign of life (heartbeat) for this
+    # long is taken over by the reconciler: resumed or rolled back (cdc/mirrors/rollback.py).
+    stuck_after_s: float = 120.0
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

@@ -118,3 +118,12 @@ def signal_data_collection(schema: str, table: str, kind: str) -> str:
         raise ValueError(f"{identifier(schema, table)!r} needs a blocking snapshot")
     quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, table))
     return quoted if _java_regex_ok(quoted) else "^" + java_regex_escape(identifier(schema, table)) + "$"
+
+
+def condition_regex(schema: str, table: str, entry: str) -> str:
+    """The "data-collection" of an additional condition for the table sent as `entry`.
+    Debezium 3.6.1 matches it (Pattern.matches) against the data-collections entry as it
+    stands after its regex expansion (AbstractIncrementalSnapshotContext.buildDataCollection):
+    the entry itself, or the unquoted identifier it was swapped for; this matches both."""
+    return "(?:" + java_regex_escape(entry) + "|" + java_regex_escape(identifier(schema, table)) + ")"
+

@@ -41,8 +41,8 @@ import jinja2
 from cdc.core import names
 from cdc.core.errors import ConfigError
 from cdc.core.names import FRESHNESS_TABLE, HEARTBEAT_TABLE, SIGNAL_TABLE
-from cdc.core.models import MirrorSpec, Source, TableInfo
-from cdc.mapping import dbz_names
+from cdc.core.models import MirrorRules, MirrorSpec, Source, TableInfo
+from cdc.mapping import dbz_names, rules
 from cdc.mapping.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
 
 HEARTBEAT_INTERVAL_MS = 10_000
@@ -176,11 +176,14 @@ def connector_tls_settings(source: Source) -> dict[str, str]:
 
 def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap: str,
                      password_ref: str | None, key_overrides: dict[str, list[str]] | None = None,
-                     topic_partitions: int = 1, replication_factor: int = 1) -> dict[str, str]:
+                     topic_partitions: int = 1, replication_factor: int = 1,
+                     table_rules: dict[str, MirrorRules] | None = None, mask_salt: str | None = None) -> dict[str, str]:
     """Debezium PostgreSQL connector config for one source.
 
     ``key_overrides`` maps ``schema.table`` to the --key columns of tables mirrored without a
-    primary key. ``kafka_bootstrap`` is not a connector property (the worker owns the Kafka
+    primary key; ``table_rules`` maps it to the mirror's column rules (cdc.mapping.rules: the
+    columns Debezium leaves out or masks; ``mask_salt`` is the source's hash salt).
+    ``kafka_bootstrap`` is not a connector property (the worker owns the Kafka
     connection); it is accepted so callers render every artifact with the same arguments."""
     del kafka_bootstrap
     if password_ref is not None and not _PASSWORD_REF.match(password_ref):
@@ -190,14 +193,17 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
         raise ConfigError(f"source {source.name!r} needs a password but no reference was given",
                           hint="store the password in the Connect worker's secrets file and pass its reference")
     overrides = key_overrides or {}
+    ruled = [(t, (table_rules or {}).get(t.qualified, MirrorRules()), overrides.get(t.qualified) or t.primary_key)
+             for t in tables]
     include = [_table_regex(t.schema_name, t.table_name) for t in tables]
     include += [_table_regex(*SIGNAL_TABLE), _table_regex(*HEARTBEAT_TABLE), _table_regex(*FRESHNESS_TABLE)]
     autoset: list[str] = []
     reselect: list[str] = []
     msg_keys: list[str] = []
-    for t in tables:
+    for t, t_rules, t_keys in ruled:
         # Names as Debezium 3.6.1 matches them: see cdc.mapping.dbz_names.
-        toastable = [c.name for c in t.columns if c.toastable]
+        hidden = rules.hidden_columns(t_rules, t, t_keys)
+        toastable = [c.name for c in t.columns if c.toastable and c.name not in hidden]   # never re-read clear
         keyless = not t.primary_key
         rx = _table_regex(t.schema_name, t.table_name)
         if needs_full_identity(t) and t.replica_identity != "full" and dbz_names.autoset_safe(t.schema_name,
@@ -220,30 +226,65 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
         slot_name=names.slot_name(source.name),
         publication_name=source.publication or names.publication_name(source.name),
         publication_autocreate_mode="disabled" if source.publication else "filtered",
+        publish_via_partition_root=any(t.partition_oids is not None for t in tables),
         table_include_list=",".join(include), heartbeat_interval_ms=str(HEARTBEAT_INTERVAL_MS),
         heartbeat_action_query=heartbeat, signal_data_collection=".".join(SIGNAL_TABLE),
         value_settings=DEBEZIUM_VALUE_SETTINGS, replica_identity_autoset=",".join(autoset),
         reselect_columns=",".join(reselect), reselect_use_event_key="false",
         message_key_columns=";".join(msg_keys), topic_partitions=str(topic_partitions),
         replication_factor=str(replication_factor), topic_config=TOPIC_CONFIG,
-        notification_topic=names.notification_topic(source.name))
+        notification_topic=names.notification_topic(source.name),
+        column_settings=rules.connector_settings(ruled, mask_salt))
     return json.loads(text)
 
 
 # ---------------------------------------------------------------- Flink
 
+SEQ_EPOCH_SHIFT = 40     # __seq = epoch << 40 | change-topic offset (flink_sql/mirror.sql.j2)
+MAX_SEQ_EPOCH = (1 << 23) - 1
+
+
+def seq_base(epoch: int) -> int:
+    if not 0 <= epoch <= MAX_SEQ_EPOCH:
+        raise ConfigError(f"change-topic epoch {epoch} is out of range 0..{MAX_SEQ_EPOCH}",
+                          hint="remove the mirror with --drop-data and add it again")
+    return epoch << SEQ_EPOCH_SHIFT
+
+
 def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str, change_topic: str,
-                     flat_topic: str, group_id: str) -> list[str]:
-    """Statements (SET, DROP/CREATE TEMPORARY TABLE x2, INSERT) for the SQL Gateway, in order."""
-    mappings = map_table(table)
+                     flat_topic: str, group_id: str, seq_epoch: int = 0, probe: bool = False) -> list[str]:
+    """Statements (SET, DROP/CREATE TEMPORARY TABLE x2, INSERT) for the SQL Gateway, in order.
+    seq_epoch: the change topic's incarnation (cdc.mirrors.topic_epoch). probe: instead of the
+    flat table and the INSERT, a view of the row filter and computed expressions and its
+    DESCRIBE, which is how cdc.mirrors.rules_check asks the planner for their types."""
     keys = key_columns(spec, table)
+    rules.check(spec, table, keys)
+    kept = set(rules.kept_columns(spec.rules, table, keys))
+    mappings = [m for m in map_table(table) if m.column in kept]
     bad = [m.name for m in mappings if m.column in keys and ";" in m.name]
     if bad:
         raise ConfigError(f"key column(s) {bad} contain ';', which Flink's key.fields cannot express",
                           hint="rename the column or choose other key columns")
+    scoped = rules.scoped(spec)
+    if probe and not scoped:
+        raise ValueError("a probe needs a row filter or computed columns")
+    visible = set(rules.visible_columns(spec.rules, table, keys))
     row_fields = ", ".join(f"{flink_ident(m.column)} {m.flink_row_type}" for m in mappings)
-    out_columns = [{"name": flink_ident(m.name), "src": flink_ident(m.column), "type": m.flink_type,
-                    "expr": m.expr(f"`raw`.{flink_ident(m.column)}")} for m in mappings]
+    out_columns, view_columns = [], []
+    for i, m in enumerate(mappings):
+        src = flink_ident(m.column)
+        alias = flink_ident(f"{rules.PRIVATE_PREFIX}c{i}") if scoped else src
+        expr = m.expr(f"`k`.{alias}" if scoped else f"`raw`.{src}")
+        if scoped and m.column not in keys:       # a row that leaves the filter: its key only
+            expr = f"CASE WHEN `k`.`__cdc_keep` THEN {expr} END"
+        out_columns.append({"name": flink_ident(m.name), "src": src, "alias": alias, "type": m.flink_type,
+                            "expr": expr})
+        if scoped and m.column in visible:
+            view_columns.append({"name": src, "expr": rules.view_expr(m, table.column(m.column), f"`raw`.{alias}")})
+    computed = [] if probe else [
+        {"name": flink_ident(cm.name), "type": cm.flink_type, "expr": "CASE WHEN `k`.`__cdc_keep` THEN "
+         f"CAST(({spec.rules.computed_columns[cm.column]}) AS {cm.flink_type}) END"}
+        for cm in rules.computed_mappings(spec)]
     mirror_keys = [m.name for k in keys for m in mappings if m.column == k]
     text = _render(
         "flink_sql/mirror.sql.j2",
@@ -252,7 +293,10 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
         row_fields=row_fields, out_columns=out_columns, change_topic=flink_str(change_topic),
         flat_topic=flink_str(flat_topic), kafka_bootstrap=flink_str(kafka_bootstrap),
         group_id=flink_str(group_id), key_fields=flink_str(";".join(mirror_keys)),
-        source_schema=flink_str(table.schema_name), source_table=flink_str(table.table_name))
+        source_schema=flink_str(table.schema_name), source_table=flink_str(table.table_name),
+        seq_base=seq_base(seq_epoch), scoped=scoped, view_columns=view_columns, computed=computed,
+        row_filter=spec.rules.row_filter, probe=probe, probe_view=flink_ident(f"cdc_probe__{spec.name}"),
+        probe_columns=[{"name": flink_ident(n), "expr": e} for n, e in spec.rules.computed_columns.items()])
     return [s.strip() for s in text.split(STATEMENT_SEPARATOR) if s.strip()]
 
 
@@ -274,9 +318,11 @@ def _field_spec(m: TypeMapping, nullable: bool) -> dict[str, Any]:
 
 
 def render_pinot_schema(spec: MirrorSpec, table: TableInfo) -> dict[str, Any]:
-    """Pinot schema: one field per Postgres column plus __deleted, __seq, __source_ts_ms, __op."""
-    mappings = map_table(table)
+    """Pinot schema: one field per mirrored Postgres column, one per computed column (typed by
+    the Flink planner, cdc.mapping.rules), plus __deleted, __seq, __source_ts_ms, __op."""
     keys = key_columns(spec, table)
+    kept = set(rules.kept_columns(spec.rules, table, keys))
+    mappings = [m for m in map_table(table) if m.column in kept]
     dims: list[dict[str, Any]] = []
     metrics: list[dict[str, Any]] = []
     dts: list[dict[str, Any]] = []
@@ -285,6 +331,8 @@ def render_pinot_schema(spec: MirrorSpec, table: TableInfo) -> dict[str, Any]:
         fs = _field_spec(m, nullable=col.nullable and m.column not in keys)
         kind = "dimension" if m.column in keys and m.field_kind == "metric" else m.field_kind
         {"dimension": dims, "metric": metrics, "datetime": dts}[kind].append(fs)
+    for cm in rules.computed_mappings(spec):
+        {"dimension": dims, "metric": metrics}[cm.field_kind].append(_field_spec(cm, nullable=True))
     dims += [{"name": "__deleted", "dataType": "BOOLEAN", "notNull": True},
              {"name": "__seq", "dataType": "LONG", "notNull": True},
              {"name": "__op", "dataType": "STRING", "notNull": True}]
@@ -298,9 +346,13 @@ def render_pinot_schema(spec: MirrorSpec, table: TableInfo) -> dict[str, Any]:
 
 def render_pinot_table(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str, flat_topic: str,
                        replication: int = 1) -> dict[str, Any]:
-    """Pinot REALTIME FULL-upsert table config consuming the flat topic."""
+    """Pinot REALTIME FULL-upsert table config consuming the flat topic, with the indexes of
+    rules.pinot_indexes."""
     key_columns(spec, table)  # same validation as the schema: no key, no upsert table
+    mirror_name = {m.column: m.name for m in map_table(table)}
+    index_lists, field_configs = rules.pinot_indexes(spec.rules, mirror_name)
     text = _render("pinot_tables/realtime_table.json.j2", table_name=spec.name, source=spec.source,
                    replication=str(replication), flat_topic=flat_topic, kafka_bootstrap=kafka_bootstrap,
-                   flush_rows=str(FLUSH_ROWS), flush_time=FLUSH_TIME)
+                   flush_rows=str(FLUSH_ROWS), flush_time=FLUSH_TIME,
+                   table_index_config={"loadMode": "MMAP", **index_lists}, field_config_list=field_configs)
     return json.loads(text)

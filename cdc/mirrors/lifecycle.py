@@ -5,8 +5,11 @@ add_mirror orders the steps so that a failure leaves nothing half-made:
   2. check that Connect, Flink and Pinot answer
   3. flat topic -> Pinot schema/table -> Flink job -> REPLICA IDENTITY FULL (cdc sets it:
      Debezium's autoset cannot spell most names) -> connector config -> snapshot signal
-Every step that created something registers an undo; any error runs the undos in
-reverse and removes the registry row, then re-raises.
+Every step that creates something registers its undo BEFORE it runs, in memory and in the
+registry (cdc.mirrors.rollback: a process killed mid-step leaves its journal); any error runs
+the undos in reverse (undo()) and removes the registry row, then re-raises. While add and
+remove run they heartbeat their mirror's row; one left "creating"/"removing" by a dead
+process is resumed or rolled back by the reconciler (cdc.mirrors.recovery).
   4. wait until Debezium says the table's snapshot is under way (cdc/mirrors/snapshot.py):
      only then state "running"; a snapshot that is skipped, fails or stalls leaves the
      mirror in state "error" with an event saying why (nothing is undone: resync or remove).
@@ -14,6 +17,7 @@ reverse and removes the registry row, then re-raises.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +27,9 @@ from typing import Any
 from cdc.core import names
 from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PreflightError, RemoteError,
                              UnreachableError)
-from cdc.core.models import MirrorSpec, Source, TableInfo
+from cdc.core.models import MirrorRules, MirrorSpec, Source, TableInfo
 from cdc.mapping import render
-from cdc.mirrors import snapshot
+from cdc.mirrors import rollback, rules_check, snapshot
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.registry import Deployment, MirrorRecord
 from cdc.mirrors.sources import get_source, password_ref, publication_of, source_dsn
@@ -69,35 +73,47 @@ def tables_of_source(ctx: Context, src: Source, extra: MirrorSpec | None = None,
     return tables, overrides
 
 
-def render_connector_config(ctx: Context, src: Source, tables: list[TableInfo], overrides: dict[str, list[str]]) -> dict:
+def render_connector_config(ctx: Context, src: Source, tables: list[TableInfo], overrides: dict[str, list[str]],
+                            extra: MirrorSpec | None = None) -> dict:
+    """`extra`: a mirror being planned, whose column rules are not in the registry yet."""
+    table_rules, salt = rules_check.connector_rules(ctx, src, extra)
     return render.render_connector(src, tables, kafka_bootstrap=ctx.settings.kafka_bootstrap,
-                                   password_ref=password_ref(ctx, src), key_overrides=overrides)
+                                   password_ref=password_ref(ctx, src), key_overrides=overrides,
+                                   table_rules=table_rules, mask_salt=salt)
 
 
 def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
-                key: list[str] | None = None, replica_identity_full: bool = False) -> MirrorPlan:
+                key: list[str] | None = None, replica_identity_full: bool = False,
+                rules: MirrorRules | None = None) -> MirrorPlan:
     """Preflight and render the three artifacts. Creates nothing. replica_identity_full: the
-    user accepts REPLICA IDENTITY FULL for a --key table (add_mirror sets it after preflight)."""
+    user accepts REPLICA IDENTITY FULL for a --key table (add_mirror sets it after preflight).
+    rules: the mirror's column rules, checked here by Flink's planner and Pinot's validation
+    (cdc.mirrors.rules_check) so that a bad one is refused before anything exists."""
     if name is not None:
         names.check_mirror_name(name)
     src = get_source(ctx, source)
     spec = MirrorSpec(name=name or names.mirror_name(schema, table, source), source=source, schema_name=schema,
-                      table_name=table, key_columns=key)
+                      table_name=table, key_columns=key, rules=rules or MirrorRules())
     with catalog.connect(source_dsn(ctx, src)) as conn:
         info = catalog.preflight(conn, schema, table, key, slot_name=names.slot_name(src.name),
                                  publication=src.publication,
                                  accept_replica_identity_full=replica_identity_full and bool(key))
     _refuse_topic_collision(ctx, spec)
-    tables, overrides = tables_of_source(ctx, src, extra=spec)
     ctopic, ftopic = names.change_topic(source, schema, table), names.flat_topic(spec.name)
     s = ctx.settings
+    flink_args = {"kafka_bootstrap": s.kafka_bootstrap, "change_topic": ctopic, "flat_topic": ftopic,
+                  "group_id": names.flink_group(spec.name)}
+
+    def artifacts(sp: MirrorSpec) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+        return (render.render_flink_sql(sp, info, **flink_args), render.render_pinot_schema(sp, info),
+                render.render_pinot_table(sp, info, kafka_bootstrap=s.kafka_bootstrap, flat_topic=ftopic))
+    spec = rules_check.check_rules(ctx, spec, info, flink_args, artifacts)   # types computed columns
+    flink_sql, pinot_schema, pinot_table = artifacts(spec)
+    tables, overrides = tables_of_source(ctx, src, extra=spec)
     return MirrorPlan(
         spec=spec, table=info, source=src,
-        connector=render_connector_config(ctx, src, tables, overrides),
-        flink_sql=render.render_flink_sql(spec, info, kafka_bootstrap=s.kafka_bootstrap, change_topic=ctopic,
-                                          flat_topic=ftopic, group_id=names.flink_group(spec.name)),
-        pinot_schema=render.render_pinot_schema(spec, info),
-        pinot_table=render.render_pinot_table(spec, info, kafka_bootstrap=s.kafka_bootstrap, flat_topic=ftopic),
+        connector=render_connector_config(ctx, src, tables, overrides, extra=spec),
+        flink_sql=flink_sql, pinot_schema=pinot_schema, pinot_table=pinot_table,
         change_topic=ctopic, flat_topic=ftopic)
 
 
@@ -215,11 +231,11 @@ def _ensure_full_identity(ctx: Context, src: Source, table: TableInfo, progress:
 
 def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
                key: list[str] | None = None, replica_identity_full: bool = False,
-               progress: Progress = _say) -> MirrorRecord:
+               rules: MirrorRules | None = None, progress: Progress = _say) -> MirrorRecord:
     """Create the mirror. replica_identity_full: the user accepts ALTER TABLE ... REPLICA
     IDENTITY FULL on a --key table (done only when preflight says it is what is missing)."""
     plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key,
-                       replica_identity_full=replica_identity_full)
+                       replica_identity_full=replica_identity_full, rules=rules)
     spec, src = plan.spec, plan.source
     existing = ctx.registry.get_mirror(spec.name)
     if existing is not None:
@@ -236,78 +252,138 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     cname = names.connector_name(src.name)
     if ctx.connect.get_config(cname) is not None:   # its task restarts: not in the middle of a snapshot
         snapshot.wait_idle(ctx, cname, progress)
-    undo: list[tuple[str, Callable[[], Any]]] = []
     ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
-    try:
-        if replica_identity_full and key and plan.table.replica_identity != "full":
-            # every check passed: only now change the table (and say so; undone on failure)
-            with catalog.connect(source_dsn(ctx, src)) as conn:
-                progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
-                catalog.set_replica_identity_full(conn, schema, table)
-            if plan.table.replica_identity == "default":
-                undo.append(("restore REPLICA IDENTITY DEFAULT", lambda: _identity_default(ctx, src, schema, table)))
-        if src.publication is None:   # with a DBA-managed publication the DBA created them (preflight checked)
-            with catalog.connect(source_dsn(ctx, src)) as conn:
-                for stmt in render.bootstrap_sql(src.name):
-                    conn.execute(stmt)
-        # The change topic must exist before the Flink job subscribes to it; one partition,
-        # because __seq (the ordering column) is this topic's offset.
-        if kafka.ensure_topic(plan.change_topic, 1, render.TOPIC_CONFIG):
-            undo.append(("delete change topic", lambda: kafka.delete_topic(plan.change_topic)))
-        if kafka.ensure_topic(plan.flat_topic, ctx.settings.flat_topic_partitions, render.TOPIC_CONFIG):
-            undo.append(("delete flat topic", lambda: kafka.delete_topic(plan.flat_topic)))
-        if use_pinot:
-            progress(f"pinot: schema and REALTIME upsert table {spec.name}")
-            ctx.controller.add_schema(plan.pinot_schema, override=True)
-            undo.append(("delete Pinot schema", lambda: ctx.controller.delete_schema(spec.name)))
-            ctx.controller.add_table(plan.pinot_table)
-            undo.append(("delete Pinot table", lambda: ctx.controller.delete_table(spec.name)))
+    with rollback.heartbeat(ctx, spec.name):          # the reconciler's sign that this add is alive
+        journal = rollback.Journal(ctx, spec.name)    # each undo registered BEFORE its step runs
+        try:
+            record, request = _create(ctx, plan, journal, kafka, use_pinot, why, replica_identity_full and bool(key),
+                                      progress)
+        except BaseException as exc:
+            progress(f"mirror {spec.name}: failed ({str(exc).splitlines()[0][:200]}); undoing what was created")
+            undo(ctx, spec.name, journal.steps, progress)
+            ctx.registry.remove_mirror(spec.name)
+            raise
+        rollback.fault("created")
+        # Outside the undo: a snapshot that fails now leaves the mirror in state "error" (+ event).
+        return snapshot.confirm(ctx, record, src, request, progress)
+
+
+def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: Any, use_pinot: bool, why: str,
+            set_full: bool, progress: Progress) -> tuple[MirrorRecord, snapshot.Request]:
+    """The steps of add_mirror that create something, each after registering its undo."""
+    spec, src = plan.spec, plan.source
+    schema, table, cname = spec.schema_name, spec.table_name, names.connector_name(src.name)
+    if set_full and plan.table.replica_identity != "full":
+        # every check passed: only now change the table (and say so; undone on failure)
+        if plan.table.replica_identity == "default":
+            journal.register("identity_default", source=src.name, schema=schema, table_name=table)
+        with catalog.connect(source_dsn(ctx, src)) as conn:
+            progress(f"postgres: ALTER TABLE {catalog.qualified_name(schema, table)} REPLICA IDENTITY FULL")
+            catalog.set_replica_identity_full(conn, schema, table)
+    if src.publication is None:   # with a DBA-managed publication the DBA created them (preflight checked)
+        with catalog.connect(source_dsn(ctx, src)) as conn:
+            for stmt in render.bootstrap_sql(src.name):
+                conn.execute(stmt)
+    # The change topic must exist before the Flink job subscribes to it; one partition,
+    # because __seq (the ordering column) is this topic's offset. A topic that exists already
+    # (kept by a remove without --drop-data) is not ours to delete.
+    existing = kafka.topics()
+    for topic, partitions in ((plan.change_topic, 1), (plan.flat_topic, ctx.settings.flat_topic_partitions)):
+        if topic not in existing:
+            journal.register("delete_topic", topic=topic)
+        kafka.ensure_topic(topic, partitions, render.TOPIC_CONFIG)
+    if use_pinot:
+        progress(f"pinot: schema and REALTIME upsert table {spec.name}")
+        journal.register("delete_pinot", name=spec.name)
+        ctx.controller.add_schema(plan.pinot_schema, override=True)
+        ctx.controller.add_table(plan.pinot_table)
+    else:
+        progress(f"pinot: skipped ({why}); the mirror ends at Kafka topic {plan.flat_topic}")
+    progress(f"flink: submitting the flatten job for {spec.qualified}")
+    deployed_at = time.time()
+    journal.register("cancel_jobs", pipeline=names.flink_pipeline(spec.name))
+    job_id = ctx.gateway.submit_job(plan.flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
+    rollback.fault("job_submitted")
+    _ensure_full_identity(ctx, src, plan.table, progress)
+    if names.notification_topic(src.name) not in kafka.topics():
+        journal.register("delete_topic", topic=names.notification_topic(src.name))
+    notes_from, _ = snapshot.prepare(ctx, src)
+    if src.publication is None and plan.connector.get("publish.via.partition.root") == "true" \
+            and slots.ensure_publish_via_root(source_dsn(ctx, src), src.name):
+        progress(f"postgres: publication {names.publication_name(src.name)} now publishes partitions through "
+                 "their root (publish_via_partition_root)")
+    previous = ctx.connect.get_config(cname)
+    progress(f"connect: {'updating' if previous else 'creating'} connector {cname}")
+    journal.register("connector", source=src.name, connector=cname)
+    if previous:
+        since = _source_clock(ctx, src)
+        ctx.connect.put_config(cname, plan.connector)
+        rollback.fault("connector_configured")
+        _wait_task_restarted(ctx, src, cname, spec, since=since)
+        tables = [(spec.schema_name, spec.table_name)]
+        request = snapshot.Request(snapshot.signal_kind(tables), notes_from, send_snapshot_signal(ctx, src, tables))
+        progress(f"debezium: {request.kind} snapshot of {spec.qualified} requested (signal {request.signal_id})")
+    else:
+        create_connector(ctx, cname, plan.connector)
+        rollback.fault("connector_configured")
+        ctx.connect.wait_running(cname, timeout=120)
+        request = snapshot.Request("initial", notes_from)
+        progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
+    # what the job runs with: the reconciler compares it with the table (schema_change)
+    deployment = Deployment(table=plan.table, group_id=names.flink_group(spec.name), deployed_at=deployed_at)
+    record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id,   # "running" once confirmed
+                                        deployment=deployment)
+    ctx.registry.record_event(spec.name, rollback.EVENT_CREATED, f"flink job {job_id}; connector {cname}")
+    return record, request
+
+
+# -- undo ------------------------------------------------------------------------------
+
+_ENDED_JOB_STATES = frozenset({"CANCELED", "FAILED", "FINISHED"})
+
+
+def undo(ctx: Context, mirror: str, steps: list[rollback.Step], progress: Progress) -> list[str]:
+    """Run an add's undo steps (cdc.mirrors.rollback) newest first, each on its own (one that
+    fails does not stop the rest); returns what could not be undone."""
+    failed: list[str] = []
+    for step in reversed(steps):
+        try:
+            _undo_step(ctx, mirror, step)
+            progress(f"  undone: {step.describe()}")
+        except Exception as exc:  # keep undoing the rest
+            failed.append(f"{step.describe()}: {str(exc).splitlines()[0][:200]}")
+            progress(f"  could not {step.describe()}: {exc}")
+    return failed
+
+
+def _undo_step(ctx: Context, mirror: str, step: rollback.Step) -> None:
+    """Idempotent, and harmless when the step never ran or only half ran."""
+    from cdc.clients.kafka import KafkaAdmin
+    a = step.args
+    if step.kind == "delete_topic":
+        KafkaAdmin(ctx.settings.kafka_bootstrap).delete_topic(a["topic"])
+    elif step.kind == "delete_pinot":
+        if pinot_enabled(ctx)[0]:
+            ctx.controller.delete_table(a["name"])
+            ctx.controller.delete_schema(a["name"])
+    elif step.kind == "cancel_jobs":            # the job id is only known once the submit returned
+        for job in ctx.jobmanager.jobs():
+            if job.name == a["pipeline"] and job.state not in _ENDED_JOB_STATES:
+                ctx.jobmanager.cancel(job.id)
+    elif step.kind == "connector":              # rendered from the registry: other adds since stay
+        src, cname = get_source(ctx, a["source"]), a["connector"]
+        if any(m.name != mirror for m in ctx.registry.list_mirrors(source=src.name)):
+            if ctx.connect.get_config(cname) is not None:
+                snapshot.wait_idle(ctx, cname, lambda _m: None)
+            tables, overrides = tables_of_source(ctx, src, exclude=mirror)
+            ctx.connect.put_config(cname, render_connector_config(ctx, src, tables, overrides))
         else:
-            progress(f"pinot: skipped ({why}); the mirror ends at Kafka topic {plan.flat_topic}")
-        progress(f"flink: submitting the flatten job for {spec.qualified}")
-        deployed_at = time.time()
-        job_id = ctx.gateway.submit_job(plan.flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
-        undo.append(("cancel Flink job", lambda: ctx.jobmanager.cancel(job_id)))
-        _ensure_full_identity(ctx, src, plan.table, progress)
-        notes_from, created = snapshot.prepare(ctx, src)
-        if created:
-            undo.append(("delete notification topic", lambda: kafka.delete_topic(names.notification_topic(src.name))))
-        previous = ctx.connect.get_config(cname)
-        progress(f"connect: {'updating' if previous else 'creating'} connector {cname}")
-        if previous:
-            since = _source_clock(ctx, src)
-            ctx.connect.put_config(cname, plan.connector)
-            undo.append(("restore connector config", lambda: ctx.connect.put_config(cname, previous)))
-            _wait_task_restarted(ctx, src, cname, spec, since=since)
-            tables = [(spec.schema_name, spec.table_name)]
-            request = snapshot.Request(snapshot.signal_kind(tables), notes_from, send_snapshot_signal(ctx, src, tables))
-            progress(f"debezium: {request.kind} snapshot of {spec.qualified} requested (signal {request.signal_id})")
-        else:
-            create_connector(ctx, cname, plan.connector)
-            undo.append(("delete connector, its slot and publication", lambda: (
-                delete_connector(ctx, cname),
-                slots.drop_slot_and_publication(source_dsn(ctx, src), src.name,
-                                                drop_publication=src.publication is None))))
-            ctx.connect.wait_running(cname, timeout=120)
-            request = snapshot.Request("initial", notes_from)
-            progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
-        # what the job runs with: the reconciler compares it with the table (schema_change)
-        deployment = Deployment(table=plan.table, group_id=names.flink_group(spec.name), deployed_at=deployed_at)
-        record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id,   # "running" once confirmed
-                                            deployment=deployment)
-        ctx.registry.record_event(spec.name, "created", f"flink job {job_id}; connector {cname}")
-    except BaseException as exc:
-        progress(f"mirror {spec.name}: failed ({str(exc).splitlines()[0][:200]}); undoing what was created")
-        for what, fn in reversed(undo):
-            try:
-                fn()
-                progress(f"  undone: {what}")
-            except Exception as undo_exc:  # keep undoing the rest
-                progress(f"  could not {what}: {undo_exc}")
-        ctx.registry.remove_mirror(spec.name)
-        raise
-    # Outside the undo: a snapshot that fails now leaves the mirror in state "error" (+ event).
-    return snapshot.confirm(ctx, record, src, request, progress)
+            delete_connector(ctx, cname)
+            slots.drop_slot_and_publication(source_dsn(ctx, src), src.name, drop_publication=src.publication is None)
+    elif step.kind == "identity_default":
+        _identity_default(ctx, get_source(ctx, a["source"]), a["schema"], a["table_name"])
+    else:
+        raise ValueError(f"unknown undo step {step.kind!r}")
 
 
 # -- remove ------------------------------------------------------------------------------
@@ -332,16 +408,34 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
     rec = get_mirror(ctx, name)
     spec = rec.spec
     src = get_source(ctx, spec.source)
-    cname = names.connector_name(src.name)
     kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
-    # Tell the reconciler this mirror is going away, or it would restore the cancelled job.
+    # Tell the reconciler this mirror is going away, or it would restore the cancelled job; and
+    # how, should this process die half-way (cdc.mirrors.rollback finishes the remove then).
+    ctx.registry.record_event(name, rollback.EVENT_REMOVE, json.dumps({"drop_data": drop_data}))
     ctx.registry.update_mirror(name, state="removing")
+    with rollback.heartbeat(ctx, name):
+        _remove(ctx, rec, src, kafka, drop_data, progress)
+    ctx.registry.remove_mirror(name)
+    ctx.registry.record_event(name, "removed", "drop-data" if drop_data else None)
+    progress(f"mirror {name} removed")
+
+
+def _remove(ctx: Context, rec: MirrorRecord, src: Source, kafka: Any, drop_data: bool, progress: Progress) -> None:
+    name, spec, cname = rec.name, rec.spec, names.connector_name(src.name)
     if rec.flink_job_id:
         progress(f"flink: cancelling job {rec.flink_job_id}")
         try:
             ctx.jobmanager.cancel(rec.flink_job_id)
         except RemoteError as exc:
             progress(f"flink: job {rec.flink_job_id} could not be cancelled ({exc}); continuing")
+    try:   # a job whose add was cut off before it recorded the job's id
+        for job in ctx.jobmanager.jobs():
+            if job.name == names.flink_pipeline(name) and job.state not in _ENDED_JOB_STATES \
+                    and job.id != rec.flink_job_id:
+                ctx.jobmanager.cancel(job.id)
+    except RemoteError as exc:
+        progress(f"flink: could not list the mirror's jobs ({exc}); continuing")
+    rollback.fault("remove_job_cancelled")
     others = [m for m in ctx.registry.list_mirrors(source=src.name) if m.name != name]
     if others:
         tables, overrides = tables_of_source(ctx, src, exclude=name)
@@ -364,6 +458,3 @@ def remove_mirror(ctx: Context, name: str, *, drop_data: bool = False, progress:
             ctx.controller.delete_schema(name)
         kafka.delete_topic(names.flat_topic(name))
         kafka.delete_topic(names.change_topic(src.name, spec.schema_name, spec.table_name))
-    ctx.registry.remove_mirror(name)
-    ctx.registry.record_event(name, "removed", "drop-data" if drop_data else None)
-    progress(f"mirror {name} removed")

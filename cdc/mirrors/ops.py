@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from cdc.core import names
-from cdc.postgres import catalog
+from cdc.postgres import catalog, slots
 from cdc.mapping import render
 from cdc.mirrors import service
 from cdc.core.errors import CdcError, ConflictError, RemoteError
@@ -84,8 +84,9 @@ def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str 
     table as it is now for a mirror without a recorded deployment), with the restore path
     SET just before the INSERT when given."""
     spec = rec.spec
-    if rec.deployment is not None:   # the column list and group the job was deployed with
-        info, group = rec.deployment.table, rec.deployment.group_id
+    epoch = 0
+    if rec.deployment is not None:   # the column list, group and topic epoch the job was deployed with
+        info, group, epoch = rec.deployment.table, rec.deployment.group_id, rec.deployment.seq_epoch
     else:
         src = service.get_source(ctx, spec.source)
         with catalog.connect(service.source_dsn(ctx, src)) as conn:
@@ -93,7 +94,7 @@ def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str 
         group = names.flink_group(spec.name)
     stmts = render.render_flink_sql(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                     change_topic=names.change_topic(spec.source, spec.schema_name, spec.table_name),
-                                    flat_topic=names.flat_topic(spec.name), group_id=group)
+                                    flat_topic=names.flat_topic(spec.name), group_id=group, seq_epoch=epoch)
     if restore_from:
         stmts = stmts[:-1] + [f"SET {render.flink_str(RESTORE_KEY)} = {render.flink_str(restore_from)}"] + stmts[-1:]
     return stmts
@@ -239,9 +240,16 @@ def resume_mirror(ctx: service.Context, name: str) -> str:
 def resync_mirror(ctx: service.Context, name: str) -> str:
     """Ask Debezium for an incremental snapshot of this one table (other tables of the
     source keep streaming); the re-read rows get new __seq values, so they win over stale
-    ones. Returns the signal id."""
+    ones. Returns the signal id.
+
+    When the source's replication slot is lost, streaming cannot resume from it: the whole
+    source is repaired instead (cdc.mirrors.slot_repair: new slot, fresh snapshot of its
+    tables, keys Postgres no longer has removed), and this returns when that is done."""
     rec = service.get_mirror(ctx, name)
     src = service.get_source(ctx, rec.spec.source)
+    if slots.wal_status(service.source_dsn(ctx, src), src.name) == "lost":
+        from cdc.mirrors import slot_repair
+        return "slot repaired: " + slot_repair.repair(ctx, src.name)
     sig = service.send_snapshot_signal(ctx, src, [(rec.spec.schema_name, rec.spec.table_name)])
     ctx.registry.record_event(name, "resync", f"incremental snapshot of {rec.spec.qualified} (signal {sig})")
     return sig

@@ -8,10 +8,19 @@ are the only parts that talk to systems. Safety rules baked into the split:
 * A system that does not answer is "unknown", never "missing": Observed.connectors / jobs /
   pinot_tables are None then, and plan() makes no decision for that system. (Otherwise a
   Connect restart would make us PUT every connector again.)
-* Only mirrors in state "running" are repaired. "creating" (add_mirror in progress),
-  "pausing", "paused", "removing", ... belong to whoever set them; a connector is left
-  alone while any mirror of its source is in a transitional state, since add/remove
-  rewrite its config.
+* Only mirrors in state "running" are repaired (and "resyncing", the reconciler's own repair
+  of a lost slot). "creating" (add_mirror in progress), "pausing", "paused", "removing", ...
+  belong to whoever set them; a connector is left alone while any mirror of its source is in
+  a transitional state, since add/remove rewrite its config -- unless that mirror is stuck:
+  "creating"/"removing" untouched for stuck_after_s (CDC_STUCK_AFTER_S) means its process died
+  (cdc.mirrors.rollback heartbeats). Then the connector is repaired again and RECOVER_STUCK
+  resumes or rolls back the add, or finishes the remove (cdc.mirrors.recovery).
+* A lost replication slot (wal_status lost) -> REPAIR_LOST_SLOT instead of restarting a
+  connector that can never stream from it, then FINISH_RESYNC on later passes
+  (cdc.mirrors.slot_repair: new slot, fresh snapshot, keys Postgres no longer has removed).
+* Partitioned tables: the leaf partitions in the catalog differ from the mirror's deployment
+  -> SYNC_PARTITIONS (cdc.mirrors.partitions: rows of attached partitions read, rows of
+  detached ones removed).
 * apply() re-checks each action against fresh state before acting (the plan may be
   seconds old), and failures back off exponentially per (mirror, action kind), so a
   broken mirror is retried at 2 s, 4 s, ... 5 min instead of hammering the systems.
@@ -38,8 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.core import names
-from cdc.postgres import catalog
-from cdc.mirrors import ops
+from cdc.postgres import catalog, slots
+from cdc.mirrors import ops, partitions, recovery, rollback, slot_repair
 from cdc.mirrors import schema_change
 from cdc.mapping import render
 from cdc.mirrors import service
@@ -58,8 +67,14 @@ RECREATE_PINOT = "recreate_pinot_table"
 FOLLOW_SCHEMA = "follow_schema_change"
 SCHEMA_UNSUPPORTED = "schema_change_unsupported"
 RECORD_DEPLOYMENT = "record_deployment"
+REPAIR_SLOT = "repair_lost_slot"
+FINISH_RESYNC = "finish_resync"
+SYNC_PARTITIONS = "sync_partitions"
+RECOVER_STUCK = "recover_stuck"
 
 ACTIVE_STATE = "running"
+# Mirrors the reconciler keeps repaired: running ones, and those it resyncs after a lost slot.
+ACTIVE_STATES = frozenset({ACTIVE_STATE, slot_repair.STATE})
 # States whose owner is some other operation in progress: hands off the whole source.
 TRANSITIONAL_STATES = frozenset({"creating", "pending", "pausing", "resuming", "removing"})
 RESTORABLE_JOB_STATES = frozenset({"FAILED", "CANCELED", "FINISHED", "SUSPENDED"})
@@ -84,25 +99,39 @@ class Observed:
     connectors: name -> status for connectors that exist (status None = exists, status not
     yet known); absent key = connector missing. jobs: Flink job id -> state.
     pinot_tables: raw table names (None also when Pinot is disabled).
-    tables: mirror name -> its table in the catalog now (absent key = unknown)."""
+    tables: mirror name -> its table in the catalog now (absent key = unknown).
+    lost_slots: sources whose replication slot Postgres invalidated (a source that did not
+    answer is left out). now: epoch seconds of the observation (None: stuck mirrors unknown)."""
 
     connectors: dict[str, ConnectorStatus | None] | None = None
     jobs: dict[str, str] | None = None
     pinot_tables: set[str] | None = None
     tables: dict[str, schema_change.Current] | None = None
+    lost_slots: set[str] | None = None
+    now: float | None = None
 
 
 # -- plan (pure) ---------------------------------------------------------------------------
 
-def _connector_actions(source: str, mirrors: list[MirrorRecord], observed: Observed) -> list[Action]:
-    if observed.connectors is None or any(m.state in TRANSITIONAL_STATES for m in mirrors):
+def _blocks(m: MirrorRecord, now: float | None, stuck_after_s: float) -> bool:
+    """The mirror's state belongs to an operation in progress whose process is alive (or
+    might be: not stuck yet), so the source's connector is left to it."""
+    return m.state in TRANSITIONAL_STATES and not rollback.is_stuck(m.state, m.updated_at, now, stuck_after_s)
+
+
+def _connector_actions(source: str, mirrors: list[MirrorRecord], observed: Observed,
+                       stuck_after_s: float = rollback.STUCK_AFTER_S) -> list[Action]:
+    if observed.connectors is None or any(_blocks(m, observed.now, stuck_after_s) for m in mirrors):
         return []
-    running = sorted(m.name for m in mirrors if m.state == ACTIVE_STATE)
+    running = sorted(m.name for m in mirrors if m.state in ACTIVE_STATES)
     if not running:
         return []
     cname = next((m.connector_name for m in mirrors if m.connector_name), None) or names.connector_name(source)
     who = running[0]
     mk = lambda kind, why: Action(kind, who, f"connector {cname} (source {source}) {why}", source, cname)  # noqa: E731
+    if observed.lost_slots is not None and source in observed.lost_slots:
+        return [mk(REPAIR_SLOT, f"streams from replication slot {names.slot_name(source)}, which Postgres "
+                                "invalidated (wal_status lost): changes were lost")]
     if cname not in observed.connectors:
         return [mk(RECREATE_CONNECTOR, "is missing")]
     st = observed.connectors[cname]
@@ -130,9 +159,16 @@ def _schema_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
     return [Action(kind, m.name, f"table {m.spec.qualified} changed: {ch.describe()}", m.source, m.flink_job_id)]
 
 
+def _partition_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
+    cur = None if observed.tables is None else observed.tables.get(m.name)
+    if cur is None or not partitions.changed(m, cur.table.partition_oids):
+        return []
+    return [Action(SYNC_PARTITIONS, m.name, f"the partitions of {m.spec.qualified} changed", m.source, m.name)]
+
+
 def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
     out: list[Action] = []
-    schema = _schema_actions(m, observed)
+    schema = _schema_actions(m, observed) if m.state == ACTIVE_STATE else []
     if any(a.kind in (FOLLOW_SCHEMA, SCHEMA_UNSUPPORTED) for a in schema):
         # the redeploy submits a new job anyway; an unsupported change makes the mirror "error"
         return ([Action(RECREATE_PINOT, m.name, f"Pinot table {m.name} is missing", m.source, m.name)]
@@ -147,21 +183,42 @@ def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
         elif state in RESTORABLE_JOB_STATES:
             out.append(Action(RESTORE_JOB, m.name, f"Flink job {m.flink_job_id} is {state}", m.source,
                               m.flink_job_id))
-    return out + schema
+    return out + schema + (_partition_actions(m, observed) if m.state == ACTIVE_STATE and not schema else [])
 
 
-def plan(desired: list[MirrorRecord], observed: Observed) -> list[Action]:
+def _source_actions(source: str, mirrors: list[MirrorRecord], observed: Observed,
+                    stuck_after_s: float) -> list[Action]:
+    """After the per-mirror repairs: finish a lost slot's resync, recover stuck mirrors."""
+    out: list[Action] = []
+    resyncing = sorted(m.name for m in mirrors if m.state == slot_repair.STATE)
+    if resyncing and not (observed.lost_slots and source in observed.lost_slots):
+        out.append(Action(FINISH_RESYNC, resyncing[0], f"source {source} is resyncing after a lost slot "
+                                                       f"({', '.join(resyncing)})", source))
+    for m in sorted(mirrors, key=lambda r: r.name):
+        if rollback.is_stuck(m.state, m.updated_at, observed.now, stuck_after_s):
+            age = rollback.age_s(m.updated_at, observed.now or 0.0)
+            out.append(Action(RECOVER_STUCK, m.name, f"mirror {m.name} has been {m.state} for {age:.0f}s without a "
+                                                     f"sign of life from its process (bound {stuck_after_s:.0f}s)",
+                              source))
+    return out
+
+
+def plan(desired: list[MirrorRecord], observed: Observed, stuck_after_s: float = rollback.STUCK_AFTER_S
+         ) -> list[Action]:
     """Repairs that bring `observed` to `desired`, connectors first (jobs read their
-    topics), then Pinot tables, then Flink jobs. [] when everything is healthy."""
+    topics), then Pinot tables, then Flink jobs, then resyncs to finish and stuck mirrors to
+    recover. [] when everything is healthy."""
     by_source: dict[str, list[MirrorRecord]] = defaultdict(list)
     for m in desired:
         by_source[m.source].append(m)
     actions: list[Action] = []
     for source in sorted(by_source):
-        actions += _connector_actions(source, by_source[source], observed)
-    per_mirror = [a for m in sorted(desired, key=lambda r: r.name) if m.state == ACTIVE_STATE
+        actions += _connector_actions(source, by_source[source], observed, stuck_after_s)
+    per_mirror = [a for m in sorted(desired, key=lambda r: r.name) if m.state in ACTIVE_STATES
                   for a in _mirror_actions(m, observed)]
-    return actions + sorted(per_mirror, key=lambda a: a.kind != RECREATE_PINOT)
+    last = [a for source in sorted(by_source) for a in _source_actions(source, by_source[source], observed,
+                                                                        stuck_after_s)]
+    return actions + sorted(per_mirror, key=lambda a: a.kind != RECREATE_PINOT) + last
 
 
 # -- observe -------------------------------------------------------------------------------
@@ -193,6 +250,14 @@ def observe(ctx: service.Context, desired: list[MirrorRecord]) -> Observed:
     except RemoteError as exc:
         log.warning("reconcile: Flink unknown: %s", exc)
     obs.tables = schema_change.observe_tables(ctx, [m for m in desired if m.state == ACTIVE_STATE])
+    obs.lost_slots = set()
+    for source in sorted({m.source for m in desired if m.state in ACTIVE_STATES}):
+        try:
+            if slots.wal_status(service.source_dsn(ctx, service.get_source(ctx, source)), source) == "lost":
+                obs.lost_slots.add(source)
+        except Exception as exc:  # Postgres down: unknown, never "lost"
+            log.warning("reconcile: slot of source %s unknown: %s", source, exc)
+    obs.now = time.time()
     if service.pinot_enabled(ctx)[0]:
         try:
             obs.pinot_tables = {_strip_type(t) for t in ctx.controller.list_tables()}
@@ -242,23 +307,35 @@ class Result:
 
 def _still_running(ctx: service.Context, a: Action) -> bool:
     rec = ctx.registry.get_mirror(a.mirror)
-    return rec is not None and rec.state == ACTIVE_STATE
+    wanted = {slot_repair.STATE} if a.kind == FINISH_RESYNC else \
+        ACTIVE_STATES if a.kind in (RECREATE_CONNECTOR, RESTART_CONNECTOR, RESUME_CONNECTOR, REPAIR_SLOT, RESTORE_JOB,
+                                    RECREATE_PINOT) else {ACTIVE_STATE}
+    return rec is not None and rec.state in wanted
 
 
-def _source_quiet(ctx: service.Context, source: str) -> bool:
-    return not any(m.state in TRANSITIONAL_STATES for m in ctx.registry.list_mirrors(source=source))
+def _source_quiet(ctx: service.Context, source: str, stuck_after_s: float) -> bool:
+    now = time.time()
+    return not any(_blocks(m, now, stuck_after_s) for m in ctx.registry.list_mirrors(source=source))
 
 
-def _do_connector(ctx: service.Context, a: Action) -> tuple[str, str]:
+def _do_connector(ctx: service.Context, a: Action, stuck_after_s: float) -> tuple[str, str]:
     cname, source = str(a.target), str(a.source)
-    if not _source_quiet(ctx, source):
+    if not _source_quiet(ctx, source, stuck_after_s):
         return "skipped", "a mirror of the source is being changed"
+    if a.kind == REPAIR_SLOT:
+        src = service.get_source(ctx, source)
+        if slots.wal_status(service.source_dsn(ctx, src), source) != "lost":
+            return "noop", "the slot is no longer lost"
+        return "done", slot_repair.start(ctx, source, progress=log.info)
     if a.kind == RECREATE_CONNECTOR:
         if ctx.connect.get_config(cname) is not None:
             return "noop", "connector exists again"
         src = service.get_source(ctx, source)
         tables, overrides = service.tables_of_source(ctx, src)
-        ctx.connect.put_config(cname, service.render_connector_config(ctx, src, tables, overrides))
+        config = service.render_connector_config(ctx, src, tables, overrides)
+        if src.publication is None and config.get("publish.via.partition.root") == "true":
+            slots.ensure_publish_via_root(service.source_dsn(ctx, src), src.name)
+        ctx.connect.put_config(cname, config)
         return "done", f"PUT /connectors/{cname}/config with {len(tables)} table(s) from the registry"
     st = ctx.connect.status(cname)
     if st is None:
@@ -293,11 +370,17 @@ def _do_pinot(ctx: service.Context, a: Action) -> tuple[str, str]:
     return "done", f"schema and REALTIME table {spec.name} created; Pinot re-reads {names.flat_topic(spec.name)}"
 
 
-def _execute(ctx: service.Context, a: Action) -> tuple[str, str]:
+def _execute(ctx: service.Context, a: Action, stuck_after_s: float = rollback.STUCK_AFTER_S) -> tuple[str, str]:
+    if a.kind == RECOVER_STUCK:                 # re-checks that the mirror is still stuck
+        return recovery.recover(ctx, a.mirror, stuck_after_s, time.time())
     if not _still_running(ctx, a):
         return "skipped", "mirror is no longer running"
-    if a.kind in (RECREATE_CONNECTOR, RESTART_CONNECTOR, RESUME_CONNECTOR):
-        return _do_connector(ctx, a)
+    if a.kind in (RECREATE_CONNECTOR, RESTART_CONNECTOR, RESUME_CONNECTOR, REPAIR_SLOT):
+        return _do_connector(ctx, a, stuck_after_s)
+    if a.kind == FINISH_RESYNC:
+        return slot_repair.finish(ctx, str(a.source), progress=log.info)
+    if a.kind == SYNC_PARTITIONS:
+        return partitions.sync(ctx, a.mirror)
     if a.kind == RESTORE_JOB:
         before = ctx.registry.get_mirror(a.mirror)
         job = ops.restore_job(ctx, a.mirror)
@@ -315,7 +398,8 @@ def _execute(ctx: service.Context, a: Action) -> tuple[str, str]:
 
 
 def apply(ctx: service.Context, actions: list[Action], backoff: Backoff | None = None,
-          keep_going: Callable[[], bool] = lambda: True) -> list[Result]:
+          keep_going: Callable[[], bool] = lambda: True, stuck_after_s: float = rollback.STUCK_AFTER_S
+          ) -> list[Result]:
     """Execute actions in order, each idempotently, recording each one as an event
     ("reconcile:<kind>", reason -> outcome). Failures are events too and back the
     (mirror, kind) off; keys still backing off are not attempted. keep_going() is asked
@@ -329,7 +413,7 @@ def apply(ctx: service.Context, actions: list[Action], backoff: Backoff | None =
             results.append(Result(a, "backoff"))
             continue
         try:
-            status, detail = _execute(ctx, a)
+            status, detail = _execute(ctx, a, stuck_after_s)
         except Exception as exc:  # one broken mirror must not stop the others
             delay = backoff.failed(key) if backoff is not None else 0.0
             detail = str(exc).splitlines()[0][:500]
@@ -386,9 +470,11 @@ class Reconciler:
                     log.info("reconcile: lease held by %s; not acting", ctx.registry.lease_holder())
                     return []
                 desired = ctx.registry.list_mirrors()
-                actions = plan(desired, observe(ctx, desired))
+                bound = float(getattr(self.settings, "stuck_after_s", rollback.STUCK_AFTER_S))
+                actions = plan(desired, observe(ctx, desired), stuck_after_s=bound)
                 results = apply(ctx, actions, self.backoff,
-                                keep_going=lambda: ctx.registry.renew_lease(self.holder, self.lease_ttl_s))
+                                keep_going=lambda: ctx.registry.renew_lease(self.holder, self.lease_ttl_s),
+                                stuck_after_s=bound)
                 self.stats.passes += 1
                 self.stats.last_results = results
                 return [r.action for r in results if r.status != "backoff"]

@@ -104,6 +104,10 @@ class Deployment(BaseModel):
     table: TableInfo
     group_id: str
     deployed_at: float = 0.0
+    # The change topic's incarnation: __seq = seq_epoch << 40 | offset. change_topic_id is the
+    # Kafka topic id the job reads; another id means the topic was recreated (cdc.mirrors.topic_epoch).
+    seq_epoch: int = 0
+    change_topic_id: str | None = None
 
     def columns(self) -> list[str]:
         return [f"{c.name} {c.type_name}" for c in sorted(self.table.columns, key=lambda c: c.position)]

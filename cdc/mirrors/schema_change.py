@@ -198,7 +198,8 @@ def flink_sql(ctx: Context, rec: MirrorRecord, dep: Deployment) -> list[str]:
     spec = rec.spec
     return render.render_flink_sql(spec, dep.table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                    change_topic=names.change_topic(spec.source, spec.schema_name, spec.table_name),
-                                   flat_topic=names.flat_topic(spec.name), group_id=dep.group_id)
+                                   flat_topic=names.flat_topic(spec.name), group_id=dep.group_id,
+                                   seq_epoch=dep.seq_epoch)
 
 
 def _live_jobs(ctx: Context, rec: MirrorRecord) -> list[str]:
@@ -245,7 +246,9 @@ def follow(ctx: Context, name: str) -> tuple[str, str]:
         ctx.jobmanager.cancel(jid)
     for jid in cancelled:
         _wait_job_ended(ctx, jid)
-    dep = Deployment(table=cur.table, group_id=new_group_id(name), deployed_at=time.time())
+    # the partitions stay as last followed (cdc.mirrors.partitions acts on the difference)
+    table = cur.table.model_copy(update={"partition_oids": rec.deployment.table.partition_oids})
+    dep = rec.deployment.model_copy(update={"table": table, "group_id": new_group_id(name), "deployed_at": time.time()})
     started = time.monotonic()
     job = ctx.gateway.submit_job(flink_sql(ctx, rec, dep), {"pipeline.name": names.flink_pipeline(name)})
     ctx.registry.update_mirror(name, flink_job_id=job, deployment=dep)

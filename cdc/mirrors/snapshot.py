@@ -217,12 +217,19 @@ def signal_kind(tables: list[tuple[str, str]]) -> str:
     return "incremental" if kinds == {"incremental"} else "blocking"
 
 
-def send_signal(ctx: Context, src: Source, tables: list[tuple[str, str]]) -> str:
+def send_signal(ctx: Context, src: Source, tables: list[tuple[str, str]],
+                filters: dict[tuple[str, str], str] | None = None) -> str:
     """INSERT an execute-snapshot row naming `tables` as Debezium parses them; its type is
-    signal_kind(tables)."""
+    signal_kind(tables). `filters`: a SQL condition per table, so that only the rows it
+    selects are read (Debezium's additional-conditions, cdc.mapping.dbz_names.condition_regex)."""
     sig_id, kind = uuid.uuid4().hex, signal_kind(tables)
-    data = json.dumps({"data-collections": [dbz_names.signal_data_collection(s, t, kind) for s, t in tables],
-                       "type": kind})
+    entries = {(s, t): dbz_names.signal_data_collection(s, t, kind) for s, t in tables}
+    payload: dict[str, Any] = {"data-collections": list(entries.values()), "type": kind}
+    if filters:
+        payload["additional-conditions"] = [
+            {"data-collection": dbz_names.condition_regex(s, t, entries[(s, t)]), "filter": f}
+            for (s, t), f in filters.items()]
+    data = json.dumps(payload)
     with catalog.connect(source_dsn(ctx, src)) as conn:
         conn.execute(f"INSERT INTO {'.'.join(names.SIGNAL_TABLE)} (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
                      (sig_id, data))

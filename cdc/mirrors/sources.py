@@ -115,6 +115,32 @@ def read_password(s: Settings, source: str) -> str | None:
     return None
 
 
+def mask_salt_file(s: Settings, source: str) -> Path:
+    return _secrets_dir(s) / f"{source}.mask-salt"
+
+
+def mask_salt(s: Settings, source: str, *, create: bool = False) -> str | None:
+    """The source's salt for hashed columns (cdc.mapping.rules): 32 random hex characters kept
+    0600 in the secrets folder, made on first use and never changed while it exists, so a
+    value hashes the same in every mirror of the source. None if there is none (and not create)."""
+    f = mask_salt_file(s, source)
+    if not f.exists():
+        if not create:
+            return None
+        import secrets
+        fd, name = tempfile.mkstemp(dir=f.parent, prefix=f".{source}.", suffix=".tmp")   # 0600, unique
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(16) + "\n")
+        try:
+            os.link(name, f)             # never replaces a salt another process made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(name)
+    os.chmod(f, 0o600)
+    return f.read_text().strip() or None
+
+
 def password_ref(ctx: Context, src: Source) -> str | None:
     """The connector's database.password: a FileConfigProvider reference, never the value."""
     f = secret_file(ctx.settings, src.name)
@@ -234,6 +260,7 @@ def remove_source(ctx: Context, name: str) -> bool:
     """Forget a source and its stored password (refused while mirrors use it)."""
     removed = ctx.registry.remove_source(name)
     secret_file(ctx.settings, name).unlink(missing_ok=True)
+    mask_salt_file(ctx.settings, name).unlink(missing_ok=True)
     return removed
 
 

@@ -38,6 +38,13 @@ def _last_schema_change(ctx: Context, name: str) -> dict[str, Any] | None:
     return {"ts": ev.ts, "followed": (ev.reason or "").startswith("followed"), "reason": ev.reason}
 
 
+def _last_slot_repair(ctx: Context, name: str) -> dict[str, Any] | None:
+    """The newest step of a lost slot's repair (cdc.mirrors.slot_repair events) of the mirror."""
+    steps = {"slot_lost": "lost", "resync_started": "resyncing", "slot_repaired": "repaired"}
+    ev = next((e for e in ctx.registry.list_events(name, limit=500) if e.action in steps), None)
+    return None if ev is None else {"state": steps[ev.action], "ts": ev.ts, "reason": ev.reason}
+
+
 def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
     snap, rec = _snapshot_status(ctx, get_mirror(ctx, name))
     out: dict[str, Any] = {"name": name, "state": rec.state, "source": rec.spec.source,
@@ -65,6 +72,8 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
                        "warning": retained is not None and retained > ctx.settings.wal_retained_warn_bytes}
         if wal == "lost":
             out["slot"].update(lost=True, error="replication slot lost", hint=slots.LOST_HINT)
+        if rep := _last_slot_repair(ctx, name):
+            out["slot"]["repair"] = rep
     except (CdcError, psycopg.Error) as exc:
         out["slot"] = {"error": str(exc).splitlines()[0]}
     use_pinot, why = pinot_enabled(ctx)

@@ -29,8 +29,8 @@ from pydantic import BaseModel
 
 from cdc.core import names
 from cdc.core.errors import CdcError
-from cdc.core.models import MirrorSpec, TableInfo
-from cdc.mapping import canonical, render
+from cdc.core.models import MirrorRules, MirrorSpec, TableInfo
+from cdc.mapping import canonical, render, rules
 from cdc.mirrors import service
 from cdc.mirrors import state as mirror_state
 from cdc.postgres import catalog
@@ -67,6 +67,8 @@ class VerifyReport(BaseModel):
     recheck_attempts: int = 0
     duration_s: float = 0.0
     clean: bool = False
+    rules: list[str] = []                    # how the mirror's column rules shaped the comparison
+    not_compared: list[str] = []             # mirror columns left out of the comparison, and why
 
     @property
     def exit_code(self) -> int:
@@ -74,15 +76,42 @@ class VerifyReport(BaseModel):
 
 
 class _Table:
-    """The layout verify hashes in: every mapped column in attnum order, the mirror's key."""
+    """The layout verify hashes in: every mirrored column in attnum order, the mirror's key.
 
-    def __init__(self, info: TableInfo, keys: list[str]) -> None:
+    The mirror's rules, applied by Postgres (the oracle), never by cdc's code under test: only
+    kept columns; a masked column as Postgres computes the mask (SHA-256 over the salt and the
+    value, cut like Debezium cuts it; the constant of redact); only rows for which Postgres finds
+    the row filter true (timestamps given to it as epoch microseconds, as in the job); a computed
+    column only when a Postgres expression for it is given (computed_sql), else not compared.
+    ``params`` fill the placeholders of sel_cols (the salt) and come first in every query."""
+
+    def __init__(self, info: TableInfo, keys: list[str], spec: MirrorSpec | None = None, salt: str | None = None,
+                 computed_sql: dict[str, str] | None = None) -> None:
         self.info, self.keys = info, keys
-        self.maps: dict[str, TypeMapping] = {m.column: m for m in map_table(info)}
+        r = spec.rules if spec is not None else MirrorRules()
+        kept = set(rules.kept_columns(r, info, keys))
+        self.maps: dict[str, TypeMapping] = {m.column: m for m in map_table(info) if m.column in kept}
+        self.params: list[Any] = []
+        sel = []
+        for c, m in self.maps.items():
+            quoted = sql.Identifier(c).as_string()
+            if c in r.mask_columns:
+                sel.append(sql.SQL(rules.pg_masked(r.mask_columns[c], info.column(c), quoted)))
+                self.params += [salt] * (r.mask_columns[c] == "hash")
+            else:
+                sel.append(sql.SQL(canonical.pg_select(m, quoted)))
+        for name, expr in (computed_sql or {}).items():       # the user's Postgres SQL, as given
+            assert spec is not None
+            self.maps[name] = rules.computed_mapping(name, spec.computed_types[name])
+            sel.append(sql.SQL("(" + expr.replace("%", "%%") + ")"))
         self.cols = list(self.maps)
-        self.rel = sql.Identifier(info.schema_name, info.table_name)
-        self.sel_cols = sql.SQL(", ").join(
-            sql.SQL(canonical.pg_select(self.maps[c], sql.Identifier(c).as_string())) for c in self.cols)
+        self.rel: sql.Composable = sql.Identifier(info.schema_name, info.table_name)
+        if r.row_filter:
+            view = ", ".join(rules.pg_view(r, info, keys, '"__cdc_t"'))
+            self.rel = sql.SQL('(SELECT * FROM {} AS "__cdc_t" WHERE COALESCE((SELECT ({}) FROM (SELECT {}) AS '
+                               '"__cdc_v"), false)) AS "__cdc_src"').format(
+                self.rel, sql.SQL(rules.pg_expression(r.row_filter)), sql.SQL(view))
+        self.sel_cols = sql.SQL(", ").join(sel)
         self.key_cols = sql.SQL(", ").join(map(sql.Identifier, keys))
 
     def from_pg(self, rec: Iterable[Any]) -> Row:
@@ -106,7 +135,7 @@ def _pg_chunks(conn: psycopg.Connection[Any], t: _Table, chunk_rows: int) -> Ite
         where = sql.SQL("") if after is None else sql.SQL("WHERE ({}) > ({})").format(
             t.key_cols, sql.SQL(", ").join(sql.Placeholder() * len(after)))
         recs = conn.execute(sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
-            t.sel_cols, t.rel, where, t.key_cols, sql.Literal(chunk_rows)), after).fetchall()
+            t.sel_cols, t.rel, where, t.key_cols, sql.Literal(chunk_rows)), t.params + (after or [])).fetchall()
         rows = [t.from_pg(rec) for rec in recs]
         yield {t.key(row): t.digest(row) for row in rows}, rows[-1][t.keys[0]] if rows else None
         if len(recs) < chunk_rows:
@@ -125,6 +154,7 @@ def _pg_key_expr(t: _Table, col: str) -> sql.Composable:
 
 def _exact(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     conn.execute("SET TimeZone = 'UTC'")       # canonical.pg_select: ranges print in UTC
+    conn.execute("SET default_transaction_read_only = on")   # verify only reads (a row filter runs here)
     return catalog.exact_loaders(conn, TS_POS_INFINITY, TS_NEG_INFINITY)
 
 
@@ -136,7 +166,8 @@ def _pg_current(dsn: str, t: _Table, keys: list[Key]) -> dict[Key, Row]:
         for batch in (keys[i:i + _BATCH] for i in range(0, len(keys), _BATCH)):
             q = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
                 t.sel_cols, t.rel, t.key_cols, sql.SQL(", ").join([tup] * len(batch)))
-            out.update((t.key(r), r) for r in map(t.from_pg, conn.execute(q, [str(v) for k in batch for v in k])))
+            out.update((t.key(r), r) for r in map(t.from_pg, conn.execute(q, t.params + [str(v) for k in batch
+                                                                                        for v in k])))
     return out
 
 
@@ -282,16 +313,42 @@ def _recheck(dsn: str, t: _Table, target: Target, suspects: dict[Key, Any], sett
     return kinds, pg_rows, refs, attempts
 
 
+def _table_with_rules(ctx: service.Context, spec: MirrorSpec, info: TableInfo,
+                      computed_sql: dict[str, str]) -> tuple[_Table, list[str], list[str]]:
+    """The comparison layout for the mirror's rules, what they changed, and what is not compared."""
+    from cdc.mirrors.sources import mask_salt
+    r, keys = spec.rules, render.key_columns(spec, info)
+    unknown = sorted(set(computed_sql) - set(r.computed_columns))
+    if unknown:
+        raise CdcError(f"--computed names no computed column of {spec.name}: {', '.join(unknown)}",
+                       hint=f"computed columns: {', '.join(r.computed_columns) or 'none'}")
+    salt = mask_salt(ctx.settings, spec.source) if "hash" in r.mask_columns.values() else None
+    if "hash" in r.mask_columns.values() and salt is None:
+        raise CdcError(f"the mask salt of source {spec.source} is gone, hashed columns cannot be checked",
+                       hint="it lives in STATE_DIR/secrets/<source>.mask-salt; restore it or re-create the mirror")
+    applied = [f"excluded (not in the mirror): {', '.join(c.name for c in info.columns if c.name not in kept)}"
+               for kept in [rules.kept_columns(r, info, keys)] if len(kept) < len(info.columns)]
+    applied += [f"{c} {m}ed: Postgres computes the mask" for c, m in r.mask_columns.items()]
+    if r.row_filter:
+        applied.append(f"row filter evaluated by Postgres: {r.row_filter}")
+    applied += [f"computed {n} compared with Postgres' {e}" for n, e in computed_sql.items()]
+    skipped = [f"computed {n} (give --computed {n}=POSTGRES_SQL to compare it)"
+               for n in r.computed_columns if n not in computed_sql]
+    return _Table(info, keys, spec, salt, computed_sql), applied, skipped
+
+
 def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, settle_timeout: float = 60.0,
-                  progress: Progress | None = None, max_recheck: int = 100_000) -> VerifyReport:
+                  progress: Progress | None = None, max_recheck: int = 100_000,
+                  computed_sql: dict[str, str] | None = None) -> VerifyReport:
     """Compare mirror `name` with its source table (module docstring). Against Pinot when
-    it is enabled, else against the flat topic; report.target says which."""
+    it is enabled, else against the flat topic; report.target says which. computed_sql: a
+    Postgres expression per computed column to compare it with (others are not compared)."""
     started, say = time.monotonic(), progress or (lambda _m: None)
     rec = service.get_mirror(ctx, name)
     dsn = service.source_dsn(ctx, service.get_source(ctx, rec.spec.source))
     with catalog.connect(dsn) as c:
         info = catalog.introspect(c, rec.spec.schema_name, rec.spec.table_name)
-    t = _Table(info, render.key_columns(rec.spec, info))
+    t, applied, skipped = _table_with_rules(ctx, rec.spec, info, computed_sql or {})
     use_pinot, why = service.pinot_enabled(ctx)
     topic = names.flat_topic(name)
     target: Target = _PinotTarget(ctx.broker.query, name, t) if use_pinot else \
@@ -305,7 +362,7 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         conn.read_only = True
         conn.execute("SET TimeZone = 'UTC'")
         lsn, source_rows = conn.execute(sql.SQL("SELECT pg_current_wal_lsn()::text, count(*) FROM {}")
-                                        .format(t.rel)).fetchone() or ("?", 0)
+                                        .format(t.rel), []).fetchone() or ("?", 0)
         target_rows = target.load(say)
         say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
         found = _first_pass(conn, t, target, chunk_rows, source_rows, say)
@@ -329,7 +386,7 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         source_rows=source_rows, target_rows=target_rows, **n, samples=samples,
         rechecked=min(first, max_recheck), recheck_attempts=attempts,
         duplicates=duplicates, duration_s=round(time.monotonic() - started, 3),
-        clean=not any(n.values()) and not duplicates)
+        clean=not any(n.values()) and not duplicates, rules=applied, not_compared=skipped)
     say(f"verify {name}: {'clean' if report.clean else 'DIFFERENCES'} in {report.duration_s:.1f}s")
     return report
 
@@ -337,12 +394,14 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
 def format_report(report: VerifyReport) -> str:
     """Human-readable summary: what was compared with what, the counts, a few samples."""
     r = report
-    lines = [f"mirror {r.mirror} ({r.table}) compared with {r.target_detail}",
-             f"  rows:     source {r.source_rows:,} (snapshot at LSN {r.source_lsn}), target {r.target_rows:,}",
-             f"  content:  {r.missing:,} missing, {r.extra:,} extra, {r.differing:,} differing",
-             f"  re-check: {r.rechecked:,} keys differed in the first pass and were re-read "
-             f"({r.recheck_attempts} attempt(s)); only keys that still differ are counted above",
-             f"  took {r.duration_s:.1f}s: {'CLEAN' if r.clean else 'NOT CLEAN'}"]
+    lines = [f"mirror {r.mirror} ({r.table}) compared with {r.target_detail}"]
+    lines += [f"  rules:    {line}" for line in r.rules]
+    lines += [f"  not compared: {line}" for line in r.not_compared]
+    lines += [f"  rows:     source {r.source_rows:,} (snapshot at LSN {r.source_lsn}), target {r.target_rows:,}",
+              f"  content:  {r.missing:,} missing, {r.extra:,} extra, {r.differing:,} differing",
+              f"  re-check: {r.rechecked:,} keys differed in the first pass and were re-read "
+              f"({r.recheck_attempts} attempt(s)); only keys that still differ are counted above",
+              f"  took {r.duration_s:.1f}s: {'CLEAN' if r.clean else 'NOT CLEAN'}"]
     for kind in ("missing", "extra", "differing"):
         for s in r.samples.get(kind, []):
             lines.append(f"  {kind} key {tuple(s.key)}:")

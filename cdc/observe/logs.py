@@ -17,12 +17,15 @@ _SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)|((?:password|token|secret)\s*[=
                      r"(?:'(?:[^'\\]|\\.)*'|\S+)|(Bearer\s+)\S+", re.IGNORECASE)
 
 
+_MASK_SALT = re.compile(r"(with\.salt\.)[^\s\"',:}]+")    # Debezium's hash salt, in a property name
+
+
 def mask(text: str) -> str:
     def repl(m: re.Match[str]) -> str:
         if m.group(1):
             return f"{m.group(1)}***{m.group(2)}"
         return f"{m.group(3) or m.group(4)}***"
-    return _SECRET.sub(repl, text)
+    return _MASK_SALT.sub(r"\1***", _SECRET.sub(repl, text))
 
 
 class _MaskFilter(logging.Filter):

@@ -332,6 +332,9 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
         if lost is not None:
             m.add("cdc_slot_lost", "1 when Postgres invalidated the slot (wal_status lost): changes were lost.",
                   1 if lost else 0, labels)
+        m.add("cdc_slot_repair_in_progress", "1 while the source's mirrors are resynced after a lost slot "
+              "(new slot, fresh snapshot, removed keys pruned).",
+              1 if any(r.source == src.name and r.state == "resyncing" for r in mirrors) else 0, labels)
         if retained is None:
             continue
         m.add("cdc_slot_wal_retained_bytes", "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) of the slot.",

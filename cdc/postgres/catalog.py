@@ -179,7 +179,7 @@ def _translated(conn: psycopg.Connection[Any]) -> Iterator[None]:
 # ---------------------------------------------------------------- introspection
 
 _REL_SQL = """
-SELECT c.oid, c.relkind, c.relreplident, c.relpersistence,
+SELECT c.oid, c.relkind, c.relreplident, c.relpersistence, c.relispartition,
        pg_has_role(c.relowner, 'USAGE') AS is_owner,
        pg_get_userbyid(c.relowner) AS owner,
        has_table_privilege(c.oid, 'SELECT') AS can_select,
@@ -212,6 +212,25 @@ SELECT a.attname FROM pg_index i
 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indrelid = %s AND CASE WHEN %s THEN i.indisprimary ELSE i.indisreplident END ORDER BY k.ord"""
+
+# Leaf partitions of a partitioned table (any depth), with their replica identity. Recursive
+# over pg_inherits rather than pg_partition_tree() (Postgres 12+): the same answer on 10 and 11.
+_LEAVES_SQL = """
+WITH RECURSIVE tree(oid) AS (
+    SELECT inhrelid FROM pg_inherits WHERE inhparent = %s
+    UNION ALL
+    SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)
+SELECT c.oid, n.nspname, c.relname, c.relreplident FROM tree JOIN pg_class c ON c.oid = tree.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind <> 'p' ORDER BY c.oid"""
+
+# The topmost ancestor of a partition.
+_ROOT_SQL = """
+WITH RECURSIVE up(oid, depth) AS (
+    SELECT %s::oid, 0
+    UNION ALL
+    SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.oid)
+SELECT n.nspname, c.relname FROM up JOIN pg_class c ON c.oid = up.oid
+JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY up.depth DESC LIMIT 1"""
 
 
 def _modifiers(type_name: str, typmod: int) -> tuple[int | None, int | None]:
@@ -276,26 +295,56 @@ def _not_found(conn: psycopg.Connection[Any], schema: str, table: str) -> NotFou
     return NotFoundError(what, hint=hint)
 
 
+def partitions(conn: psycopg.Connection[Any], oid: int) -> list[tuple[int, str, str, str]]:
+    """(oid, schema, table, replica identity) of every leaf partition under a partitioned table."""
+    with _translated(conn), conn.cursor() as cur:
+        return [(r[0], r[1], r[2], _REPLIDENT[r[3]]) for r in cur.execute(_LEAVES_SQL, (oid,))]
+
+
+def partition_root(conn: psycopg.Connection[Any], oid: int) -> tuple[str, str]:
+    """(schema, table) of the partitioned table at the top of a partition's tree."""
+    with _translated(conn), conn.cursor() as cur:
+        row = cur.execute(_ROOT_SQL, (oid,)).fetchone()
+    assert row is not None     # the partition itself is the first row of the walk
+    return row[0], row[1]
+
+
 def introspect(conn: psycopg.Connection[Any], schema: str, table: str) -> TableInfo:
-    """Describe schema.table (exact-case names) from pg_catalog; NotFoundError if absent."""
+    """Describe schema.table (exact-case names) from pg_catalog; NotFoundError if absent.
+
+    A partitioned table (relkind 'p') is described as the one table its root is: its columns
+    and primary key (which Postgres makes include the partition key), plus partition_oids,
+    its leaf partitions now. Its replica identity is the weakest of the root's and the
+    leaves': the old row of an UPDATE/DELETE is logged by the partition that holds the row,
+    under that partition's identity (Postgres does not pass the root's on to partitions)."""
     rel = _relation(conn, schema, table)
     with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
         columns = [_column(r) for r in cur.execute(_COLUMNS_SQL, (rel["oid"],))]
         pk = [r["attname"] for r in cur.execute(_INDEX_COLS_SQL, (rel["oid"], True))]
+    ident, oids = _REPLIDENT[rel["relreplident"]], None
+    if rel["relkind"] == "p":
+        leaves = partitions(conn, rel["oid"])
+        oids = [p[0] for p in leaves]
+        if ident == "full" and any(p[3] != "full" for p in leaves):
+            ident = next(p[3] for p in leaves if p[3] != "full")
     return TableInfo(schema_name=schema, table_name=table, columns=columns, primary_key=pk,
-                     replica_identity=_REPLIDENT[rel["relreplident"]], oid=rel["oid"])  # type: ignore[arg-type]
+                     replica_identity=ident, oid=rel["oid"], partition_oids=oids)  # type: ignore[arg-type]
 
 
 def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
     """ALTER TABLE ... REPLICA IDENTITY FULL, only when the user accepted it: without a
     primary key this is how UPDATE/DELETE events carry the old row (and thus the key)."""
-    _relation(conn, schema, table)  # NotFoundError with suggestions, not a raw UndefinedTable
-    stmt = sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(sql.Identifier(schema), sql.Identifier(table))
+    rel = _relation(conn, schema, table)  # NotFoundError with suggestions, not a raw UndefinedTable
+    # A partitioned table: the root and every leaf partition (each leaf logs its own old rows).
+    targets = [(schema, table)] + ([(s_, t_) for _, s_, t_, ident in partitions(conn, rel["oid"]) if ident != "full"]
+                                   if rel["relkind"] == "p" else [])
     name = qualified_name(schema, table)
     with _translated(conn):
         try:
             with conn.transaction():  # commits unless the caller already has a transaction open
-                conn.execute(stmt)
+                for s_, t_ in targets:
+                    conn.execute(sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(sql.Identifier(s_),
+                                                                                          sql.Identifier(t_)))
         except psycopg.errors.InsufficientPrivilege:
             raise PreflightError(f"cannot set REPLICA IDENTITY FULL on {name}: only its owner may alter it",
                                  hint=f"ask the owner to run: ALTER TABLE {name} REPLICA IDENTITY FULL;") from None
@@ -326,6 +375,13 @@ def preflight(conn: psycopg.Connection[Any], schema: str, table: str, key_column
         raise PreflightError(f"{subject}: it is a {_RELKIND.get(kind, 'relation')}, and logical replication "
                              "only streams ordinary and partitioned tables",
                              hint="mirror the underlying table(s) instead")
+    if rel["relispartition"]:
+        # Its changes are published as the root's (publish_via_partition_root): a mirror of the
+        # partition alone would get its snapshot and then nothing.
+        root = qualified_name(*partition_root(conn, rel["oid"]))
+        raise PreflightError(f"{subject}: it is a partition of {root}; cdc mirrors a partitioned table through "
+                             "its root, which receives the changes of every partition",
+                             hint=f"mirror the partitioned table: cdc mirror add {root}")
     problems: list[tuple[str, str]] = []
     with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
         s = cur.execute(
@@ -408,7 +464,8 @@ def _publication_problems(conn: psycopg.Connection[Any], publication: str, schem
     pub, role, name = quote_ident(publication), quote_ident(rolname), qualified_name(schema, table)
     cdc_tables = [qualified_name(*t) for t in (SIGNAL_TABLE, HEARTBEAT_TABLE, FRESHNESS_TABLE)]
     with _translated(conn), conn.cursor(row_factory=dict_row) as cur:
-        p = cur.execute("SELECT oid, puballtables, pubinsert, pubupdate, pubdelete FROM pg_publication "
+        viaroot = "pubviaroot" if conn.info.server_version >= 130000 else "false AS pubviaroot"
+        p = cur.execute(f"SELECT oid, puballtables, pubinsert, pubupdate, pubdelete, {viaroot} FROM pg_publication "
                         "WHERE pubname = %s", (publication,)).fetchone()
         cdc = cur.execute(
             """SELECT t.name, c.oid IS NOT NULL AS present,
@@ -426,6 +483,7 @@ def _publication_problems(conn: psycopg.Connection[Any], publication: str, schem
             "SELECT 1 FROM pg_publication_rel WHERE prpubid = %s AND prrelid = %s", (p["oid"], rel["oid"])).fetchone()
     missing_cdc = [r["name"] for r in cdc if not r["present"]]
     ddl = " ".join(f"{stmt};" for stmt in bootstrap_sql("")) if missing_cdc else ""
+    partitioned = rel["relkind"] == "p"
     grants = (f"GRANT USAGE ON SCHEMA _cdc TO {role}; GRANT SELECT, INSERT, UPDATE ON {', '.join(cdc_tables)} "
               f"TO {role};")
     if p is None:
@@ -437,6 +495,10 @@ def _publication_problems(conn: psycopg.Connection[Any], publication: str, schem
     if not (p["pubinsert"] and p["pubupdate"] and p["pubdelete"]):
         problems.append((f"publication {pub} does not publish every INSERT, UPDATE and DELETE",
                          f"as its owner: ALTER PUBLICATION {pub} SET (publish = 'insert, update, delete, truncate');"))
+    if partitioned and not p["pubviaroot"]:
+        problems.append((f"publication {pub} publishes the changes of {name}'s partitions as the partitions' own "
+                         "(publish_via_partition_root is off), so Debezium, which captures the root, would never "
+                         "see them", f"as its owner: ALTER PUBLICATION {pub} SET (publish_via_partition_root = true);"))
     if missing_cdc:
         problems.append((f"cdc's own table(s) {', '.join(missing_cdc)} do not exist, and this role may not create "
                          "them (signals, heartbeats, freshness probes)",

@@ -33,9 +33,28 @@ def wal_status(dsn: str, source: str) -> str | None:
     return None if row is None else row[0]
 
 
-LOST_HINT = ("Postgres invalidated the replication slot (max_slot_wal_keep_size): changes were lost. "
-             "Remove the source's mirrors with --drop-data and add them again (a new slot and snapshot); "
-             "raise max_slot_wal_keep_size or keep the connector running to avoid it")
+LOST_HINT = ("Postgres invalidated the replication slot (max_slot_wal_keep_size): changes were lost. The "
+             "reconciler (cdc serve) repairs it: new slot, fresh snapshot of every table of the source, keys "
+             "Postgres no longer has removed (cdc/mirrors/slot_repair.py); without a daemon run `cdc mirror resync "
+             "NAME` on one of the source's mirrors. Raise max_slot_wal_keep_size or keep the connector running "
+             "to avoid it")
+
+
+def ensure_publish_via_root(dsn: str, source: str) -> bool:
+    """cdc's own publication publishes partitions' changes through their root. Debezium 3.6.1
+    sets publish_via_partition_root only when it creates the publication
+    (PostgresReplicationConnection.buildWithClause; its ALTER PUBLICATION ... SET TABLE keeps
+    the option as it was), so a publication created before a partitioned table joined is
+    altered here. True when it was altered."""
+    pub = names.publication_name(source)
+    with catalog.connect(dsn) as conn:
+        if conn.info.server_version < 130000:
+            return False
+        row = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (pub,)).fetchone()
+        if row is None or row[0]:
+            return False
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(sql.Identifier(pub)))
+    return True
 
 
 def drop_slot_when_idle(conn: psycopg.Connection[Any], slot: str, timeout: float = 60.0) -> bool:

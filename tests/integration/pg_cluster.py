@@ -123,6 +123,39 @@ def tls_cluster(settings: Settings, port: int) -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def plain_cluster(settings: Settings, port: int, options: str = "", initdb_args: tuple[str, ...] = ()
+                  ) -> Iterator[Cluster]:
+    """initdb + start a cluster with wal_level=logical, trust on loopback (no TLS), extra server
+    `options` (e.g. "-c max_slot_wal_keep_size=2MB") and initdb_args (e.g. --wal-segsize=1);
+    stop and delete it afterwards. Cluster.certs is None here."""
+    from cdc.stack.components import postgres_bin_dir
+    from cdc.stack.process import port_in_use
+    assert not port_in_use("127.0.0.1", port), f"port {port} is taken"
+    bindir = postgres_bin_dir(settings)
+    root = Path(tempfile.mkdtemp(prefix=f"cdc-pg-{port}-", dir="/var/tmp" if os.geteuid() == 0 else None))
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data, sock = root / "data", root / "sock"
+    for d in (data, sock):
+        d.mkdir(mode=0o700)
+    if as_pg:
+        os.chmod(root, 0o711)
+        for p in (data, sock):
+            shutil.chown(p, "postgres", "postgres")
+    try:
+        subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        *initdb_args], check=True, capture_output=True, cwd="/")
+        opts = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock} "
+                f"-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 {options}")
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "server.log"),
+                        "-o", opts, "start"], check=True, capture_output=True, cwd="/")
+        yield Cluster(port=port, root=root, socket_dir=sock, certs=None)  # type: ignore[arg-type]
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, cwd="/")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- helpers for mirrors of these clusters
 
 def cli(registry_file: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
