@@ -363,6 +363,7 @@ _APPLY_BODY = {"required": True, "description": "an apply file (format: cdc/decl
 
 
 @api.post("/apply", response_model=ApplyPlan, tags=["apply"], openapi_extra={"requestBody": _APPLY_BODY},
+          responses={413: {"model": ErrorBody, "description": "the body is larger than 1 MiB"}},
           summary="Bring sources and mirrors to a file's (or, with plan=true, say what that would change)")
 async def apply(request: Request, ctx: Ctx, plan: bool = False, prune: bool = False,
                 drop_data: bool = False) -> ApplyPlan:
@@ -373,21 +374,39 @@ async def apply(request: Request, ctx: Ctx, plan: bool = False, prune: bool = Fa
     or changed source with password_env / password_file is refused (a `problem`); register it
     with POST /sources or `cdc apply` on the server, after which the file may name it as is.
     Async only to read the raw body (YAML is not JSON): the work runs in the thread pool."""
-    body = await request.body()
+    body = await _read_body(request, APPLY_MAX_BYTES)
     return await run_in_threadpool(_apply, ctx, body, plan, prune, drop_data)
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass `limit`: a declared
+    Content-Length before reading anything, a streamed (chunked) body at the chunk that
+    passes it. Reading first and checking after would let one request fill the memory."""
+    too_large = StarletteHTTPException(413, f"the file is larger than {limit >> 20} MiB; split it, or trim it")
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _apply(ctx: service.Context, body: bytes, plan_only: bool, prune: bool, drop_data: bool) -> ApplyPlan:
-    if len(body) > APPLY_MAX_BYTES:
-        raise ConfigError(f"the file is larger than {APPLY_MAX_BYTES >> 20} MiB", hint="split it, or trim it")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("the body is not UTF-8 text", hint="send the YAML or JSON file as UTF-8") from None
     f = apply_file.loads(text, "body")
     if plan_only:
-        return applying.plan_file(ctx, f, prune=prune, local=False)
-    return applying.apply_file(ctx, f, prune=prune, drop_data=drop_data, local=False, progress=_progress)
+        p = applying.plan_file(ctx, f, prune=prune, local=False)
+    else:
+        p = applying.apply_file(ctx, f, prune=prune, drop_data=drop_data, local=False, progress=_progress)
+    p.problems = [scrub_text(why) for why in p.problems]     # a check's error may quote a DSN
+    return p
 
 
 @api.get("/events", response_model=list[Event], tags=["events"], summary="The event log, newest first")

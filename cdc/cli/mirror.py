@@ -182,13 +182,21 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
                   f"(warn above {slot.get('warn_threshold_bytes', 0) / 2**20:.0f} MiB){warn}")
         if rep := slot.get("repair"):
             print(f"           lost-slot repair: {rep['state']} at {rep['ts']}: {rep['reason']}")
+        dl = st.get("dead_letters") or {}
+        if st.get("degraded"):
+            latest = dl.get("latest") or {}
+            print(f"DEGRADED   {dl['count']} dead letter(s) in {names.dead_letter_topic(st['name'])}; latest: key "
+                  f"{latest.get('mirror_key')} {latest.get('reason')} (offset {latest.get('change_offset')})\n"
+                  f"           hint: {dl.get('hint')}")
+        elif "error" in dl:
+            print(f"dead lttrs unknown: {dl['error']}")
         pinot = st["pinot"]
         if not pinot["enabled"]:
             print(f"pinot      disabled: {pinot['reason']} (data ends at topic {st['flat_topic']})")
         else:
             print(f"pinot      rows={pinot.get('rows')} {pinot.get('error', '')}")
     healthy = (st.get("connector") or {}).get("state") == "RUNNING" and st["flink_job"].get("state") == "RUNNING" \
-        and not (st.get("slot") or {}).get("lost")
+        and not (st.get("slot") or {}).get("lost") and not st.get("degraded")
     return 0 if healthy else 1
 
 

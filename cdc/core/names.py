@@ -135,6 +135,11 @@ def flat_topic(mirror: str) -> str:
     return f"cdc.flat.{mirror}"
 
 
+def dead_letter_topic(mirror: str) -> str:
+    """Rows of the mirror the flatten job could not convert: key, reason, offset (JSON)."""
+    return f"cdc.dlq.{mirror}"
+
+
 def flink_pipeline(mirror: str) -> str:
     return f"cdc-mirror-{mirror}"
 

@@ -6,10 +6,19 @@ Each action is what `cdc source add`, `cdc mirror add` or `cdc mirror remove` wo
 failure stops the run with the actions before it done and the rest not started: applying
 the same file again plans only what remains. Nothing starts while the plan has problems,
 or while a password the file points at cannot be read.
+
+Every mirror to create or rebuild goes through `cdc mirror plan`'s checks while planning
+(lifecycle.plan_mirror: preflight, then the rules through Flink's planner and Pinot's
+validation), on a read-only context, so a rule that cannot work is a problem of the plan and
+nothing changes. A rebuild is checked again right before its mirror is removed: a mirror is
+never removed for a definition that cannot be added back. Mirrors of a source the same run
+registers or changes are checked when applied (add_mirror's own checks, before it creates
+anything), since their source cannot be read before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -18,7 +27,8 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc.core.errors import CdcError, ConflictError
+from cdc.core import names
+from cdc.core.errors import CdcError, ConflictError, TransientRemoteError, UnreachableError
 from cdc.declarative import plan as planning
 from cdc.declarative.file import ApplyFile, FileError, MirrorDecl, Problem, SourceDecl
 from cdc.mirrors import service, sources
@@ -60,8 +70,14 @@ def read_passwords(f: ApplyFile) -> dict[str, str]:
 
 
 def observe(ctx: service.Context) -> planning.Observed:
-    service.ensure_default_source(ctx)
-    regs = ctx.registry.list_sources()
+    """What the registry holds. A read-only context (a plan) writes nothing: the default
+    source is computed as it would be registered, not registered."""
+    if ctx.read_only:
+        default = sources.default_source(ctx.settings)
+        regs = [default] + [s for s in ctx.registry.list_sources() if s.name != names.DEFAULT_SOURCE]
+    else:
+        service.ensure_default_source(ctx)
+        regs = ctx.registry.list_sources()
     return planning.Observed(
         sources=regs, mirrors=[m.spec for m in ctx.registry.list_mirrors()],
         password_digests={s.name: _digest(sources.read_password(ctx.settings, s.name)) for s in regs})
@@ -70,28 +86,93 @@ def observe(ctx: service.Context) -> planning.Observed:
 def plan_file(ctx: service.Context, f: ApplyFile, *, prune: bool = False,
               local: bool = True) -> planning.Plan:
     """What applying `f` would change; changes nothing. local: see _plan."""
-    return _plan(ctx, f, prune, local)[0]
+    return _plan(ctx, f, prune, local, applying=False)[0]
 
 
-def _plan(ctx: service.Context, f: ApplyFile, prune: bool, local: bool) -> tuple[planning.Plan, dict[str, str]]:
+def _plan(ctx: service.Context, f: ApplyFile, prune: bool, local: bool,
+          applying: bool) -> tuple[planning.Plan, dict[str, str]]:
     """local=True (the CLI): the file comes from whoever runs this process, so its
     password_env / password_file are read here (and a changed password is planned). Over the
     API (local=False) the caller is not this process's user: it never makes the server read its
     own environment or files for a host the caller chose (same rule as POST /sources), so a new
-    or changed source that needs them is a problem, and stored passwords are not compared."""
+    or changed source that needs them is a problem, and stored passwords are not compared; a
+    registered source the file lists without a password keeps its stored one (_keep_passwords).
+    applying=False: nothing is written, not even the default source (a read-only context)."""
     passwords = read_passwords(f) if local else {}
-    p = planning.plan(f, observe(ctx), prune=prune,
+    looking = dataclasses.replace(ctx, read_only=True)
+    observed = observe(ctx if applying else looking)
+    kept: set[str] = set()
+    if not local:
+        f, kept = _keep_passwords(f, observed)
+    p = planning.plan(f, observed, prune=prune,
                       password_digests={k: _digest(v) or "" for k, v in passwords.items()})
     if not local:
-        p.problems += _server_file_problems(f, p)
+        p.problems += _server_file_problems(f, p, kept)
+    p.problems += _check_mirrors(looking, f, p)
     return p, passwords
 
 
-def _server_file_problems(f: ApplyFile, p: planning.Plan) -> list[str]:
+def _keep_passwords(f: ApplyFile, observed: planning.Observed) -> tuple[ApplyFile, set[str]]:
+    """Over the API a file cannot name a password (password_env / password_file are refused),
+    so a registered source it lists without one keeps the password stored for it, instead of
+    being re-registered without it. -> the file as planned, the sources that keep theirs."""
+    registered = {s.name: s for s in observed.sources if s.name != names.DEFAULT_SOURCE}
+    kept: set[str] = set()
+    decls = []
+    for d in f.sources:
+        old = registered.get(d.name)
+        if old is not None and old.has_password and not (d.password_env or d.password_file or d.source.has_password):
+            d = dataclasses.replace(d, source=d.source.model_copy(update={"has_password": True}))
+            kept.add(d.name)
+        decls.append(d)
+    return dataclasses.replace(f, sources=tuple(decls)), kept
+
+
+def _check_mirrors(ctx: service.Context, f: ApplyFile, p: planning.Plan) -> list[str]:
+    """`cdc mirror plan`'s checks of every mirror to create or rebuild (module docstring); a
+    failure is a problem of the plan. A system that does not answer is an error, not a
+    problem of the file."""
+    pending = {a.name: "registered" if a.op == "create" else "updated"
+               for a in p.actions if a.kind == "source" and a.op in ("create", "update")}
+    out = []
+    for a in p.actions:
+        if a.kind != "mirror" or a.op not in ("create", "update"):
+            continue
+        d = next(m for m in f.mirrors if m.spec.name == a.name)
+        if d.spec.source in pending:
+            later = f"rules checked when applied: source {d.spec.source} is {pending[d.spec.source]} first"
+            a.how = later if a.op == "create" else f"{a.how}; {later}, before the mirror is removed"
+            continue
+        try:
+            _check(ctx, d)
+        except (UnreachableError, TransientRemoteError) as exc:
+            exc.message = f"checking mirror {a.name}: {exc.message}"
+            raise
+        except CdcError as exc:
+            out.append(f"{f.file}:{a.line or 1}: mirror {a.name}: {exc.message}"
+                       + (f" (hint: {exc.hint})" if exc.hint else ""))
+    return out
+
+
+def _check(ctx: service.Context, d: MirrorDecl) -> None:
+    """What add_mirror checks before it creates anything (lifecycle.plan_mirror)."""
+    spec = d.spec
+    service.plan_mirror(ctx, spec.schema_name, spec.table_name, source=spec.source, name=spec.name,
+                        key=spec.key_columns, replica_identity_full=d.replica_identity_full, rules=spec.rules)
+
+
+def _server_file_problems(f: ApplyFile, p: planning.Plan, kept: set[str]) -> list[str]:
     out = []
     for a in p.actions:
         d = f.source(a.name) if a.kind == "source" and a.op in ("create", "update") else None
         if d is None:
+            continue
+        if d.name in kept:
+            out.append(f"{f.file}:{d.line or 1}: source {d.name} has a stored password, which a file sent over "
+                       f"the API keeps; changing the source ({', '.join(c.field for c in a.changes)}) would send "
+                       "that password to the new definition, or drop it: not over the API; remove the source "
+                       f"(DELETE /sources/{d.name}) and register the new one with POST /sources, or run "
+                       "`cdc apply -f FILE` on the server")
             continue
         try:
             parts = conninfo_to_dict(d.dsn)
@@ -110,7 +191,7 @@ def apply_file(ctx: service.Context, f: ApplyFile, *, prune: bool = False, drop_
                local: bool = True, progress: Progress = _say) -> planning.Plan:
     """Bring the registry to the file. drop_data: mirrors removed by --prune also lose their
     Pinot table and topics (a rebuilt mirror always does: see cdc.declarative.plan)."""
-    p, passwords = _plan(ctx, f, prune, local)
+    p, passwords = _plan(ctx, f, prune, local, applying=True)
     if p.problems:
         raise ConflictError("the file cannot be applied as it is:\n" + "\n".join(p.problems),
                             hint="`cdc apply -f FILE --plan` shows the whole plan")
@@ -151,6 +232,11 @@ def _carry_out(ctx: service.Context, f: ApplyFile, a: planning.Action, passwords
         return
     assert mirror is not None
     if a.op == "update":
+        try:
+            _check(ctx, mirror)            # again, now: never remove for a definition that cannot come back
+        except CdcError as exc:
+            exc.message = f"the mirror was not removed: checking its new definition failed: {exc.message}"
+            raise
         service.remove_mirror(ctx, a.name, drop_data=True, progress=progress)
     _add_mirror(ctx, mirror, progress)
 

@@ -5,6 +5,8 @@ Why the node walk instead of yaml.safe_load: every error must name its file, lin
 (`mirrors.yaml:12: mirrors[1].rules.mask.email: 'sha' is not one of ['hash', 'redact']`).
 PyYAML's compose() keeps a mark on every node, so the data is built from the nodes with a
 field path -> line map beside it, and jsonschema's error paths find their line there.
+Anchors and aliases are refused while composing (_Loader): expanding them lets a file of a few
+hundred bytes take hours (or never end), which the REST API's size limit cannot prevent.
 Mapping keys are taken as written, so a column named `on`, `no` or `1` stays that string
 instead of becoming YAML 1.1's boolean or an integer.
 
@@ -139,9 +141,48 @@ class _Tree:
     key_lines: dict[Loc, int]      # key of loc (in its mapping) -> its line
 
 
+class _Refused(Exception):
+    def __init__(self, line: int, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.problem = Problem(line, loc, message)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader's composer, refusing what lets a few bytes cost hours or the stack: anchors
+    and aliases (composed nodes are shared, so `*a` repeated at each level makes the walk below
+    exponential, and `&a [*a]` makes it endless), and nesting deeper than MAX_DEPTH (the
+    composer and the walk recurse). An apply file needs neither: write each value out."""
+
+    MAX_DEPTH = 64
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.path: list[str | int] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        step = index.value if isinstance(index, yaml.ScalarNode) else index if isinstance(index, int) else None
+        if step is not None:
+            self.path.append(step)
+        try:
+            line, loc = event.start_mark.line + 1, tuple(self.path)
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _Refused(line, loc, f"anchors (&{event.anchor}) and aliases (*{event.anchor}) are not "
+                                          "accepted in apply files: write each value out")
+            if len(self.path) >= self.MAX_DEPTH:
+                raise _Refused(line, loc, f"nested deeper than {self.MAX_DEPTH} levels (an apply file needs a "
+                                          "handful)")
+            return super().compose_node(parent, index)
+        finally:
+            if step is not None:
+                self.path.pop()
+
+
 def _compose(text: str, file: str) -> _Tree:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
+    except _Refused as exc:
+        raise FileError(file, [exc.problem]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         why = ", ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None))))

@@ -59,6 +59,8 @@ STATEMENT_SEPARATOR = "-- @statement"
 #: tombstones.on.delete=false), so compaction keeps them and a late replay cannot revive a
 #: deleted key. retention.ms=-1 keeps that true if someone switches the policy to delete.
 TOPIC_CONFIG = {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
+# Dead letters are incidents, not state: every record kept (no key to compact on), never aged out.
+DEAD_LETTER_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 _PASSWORD_REF = re.compile(r"^\$\{[A-Za-z0-9_.-]+:[^}]*\}$")
 
 
@@ -277,6 +279,8 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
         expr = m.expr(f"`k`.{alias}" if scoped else f"`raw`.{src}")
         if scoped and m.column not in keys:       # a row that leaves the filter: its key only
             expr = f"CASE WHEN `k`.`__cdc_keep` THEN {expr} END"
+        elif m.column not in keys:                # a row that cannot be converted: its key only
+            expr = f"CASE WHEN `raw`.`__bad` = '' THEN {expr} END"
         out_columns.append({"name": flink_ident(m.name), "src": src, "alias": alias, "type": m.flink_type,
                             "expr": expr})
         if scoped and m.column in visible:
@@ -286,6 +290,17 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
          f"CAST(({spec.rules.computed_columns[cm.column]}) AS {cm.flink_type}) END"}
         for cm in rules.computed_mappings(spec)]
     mirror_keys = [m.name for k in keys for m in mappings if m.column == k]
+    # dead letters: a row whose value the conversion cannot take (typemap.TypeMapping.valid)
+    picked = {c["alias"]: f"CASE WHEN `op` = 'd' THEN `before`.{c['src']} ELSE `after`.{c['src']} END"
+              for c in out_columns}
+    def bad(cols: list) -> str:
+        checks = [f"CASE WHEN NOT {v} THEN {flink_str(m.column)} END" for m, c in cols
+                  if (v := m.valid(picked[c["alias"]]))]
+        return f"CONCAT_WS(', ', {', '.join(checks)})" if checks else "CAST('' AS STRING)"
+    bad_expr = bad(list(zip(mappings, out_columns)))
+    bad_key_expr = bad([(m, c) for m, c in zip(mappings, out_columns) if m.column in keys])
+    key_alias = {m.column: c["alias"] for m, c in zip(mappings, out_columns)}
+    dead_key = "JSON_OBJECT(" + ", ".join(f"KEY {flink_str(k)} VALUE `raw`.{key_alias[k]}" for k in keys) + ")"
     text = _render(
         "flink_sql/mirror.sql.j2",
         pipeline_name=flink_str(names.flink_pipeline(spec.name)), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
@@ -296,7 +311,9 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
         source_schema=flink_str(table.schema_name), source_table=flink_str(table.table_name),
         seq_base=seq_base(seq_epoch), scoped=scoped, view_columns=view_columns, computed=computed,
         row_filter=spec.rules.row_filter, probe=probe, probe_view=flink_ident(f"cdc_probe__{spec.name}"),
-        probe_columns=[{"name": flink_ident(n), "expr": e} for n, e in spec.rules.computed_columns.items()])
+        probe_columns=[{"name": flink_ident(n), "expr": e} for n, e in spec.rules.computed_columns.items()],
+        bad_expr=bad_expr, bad_key_expr=bad_key_expr, dead_key=dead_key, dead_table=flink_ident(f"cdc_dlq__{spec.name}"),
+        dead_topic=flink_str(names.dead_letter_topic(spec.name)))
     return [s.strip() for s in text.split(STATEMENT_SEPARATOR) if s.strip()]
 
 

@@ -29,7 +29,10 @@ Where each rule acts, and why there:
   of Debezium's placeholder, never the clear value.
 * row_filter and computed_columns: in the flatten job (module docstring of
   flink_sql/mirror.sql.j2), over a view of the row where every visible column (kept and not
-  masked) has its Postgres name and the type of VIEW_TYPES.
+  masked) has its Postgres name and the type of VIEW_TYPES. The same text is evaluated by
+  Postgres in `cdc mirror verify` (pg_expression, pg_view), so an expression must read the same
+  in both: check_expression accepts a strict subset of SQL (_tokens) and no name of the job's
+  own columns (JOB_PREFIX), which the view also carries.
 * pinot_indexes: in the Pinot table config.
 """
 
@@ -38,20 +41,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cdc.core import names
 from cdc.core.errors import ConfigError
 from cdc.core.models import Column, MirrorRules, MirrorSpec, TableInfo
 from cdc.mapping import dbz_names
-from cdc.mapping.typemap import RESERVED_COLUMNS, TypeMapping, normalize_type
+from cdc.mapping.typemap import RESERVED_COLUMNS, TypeMapping, map_table, normalize_type
 
 HASH_ALGORITHM = "SHA-256"
 REDACT_CHARS = 8
 REDACTED = "*" * REDACT_CHARS
 MIN_HASH_CHARS = 16                  # varchar(n)/char(n): Debezium cuts the hex digest to n characters
 MASKABLE_TYPES = frozenset({"text", "varchar", "bpchar"})   # JDBC CHAR/VARCHAR: what Debezium masks
+_TEXT_TYPES = frozenset({"text", "varchar", "citext", "name"})   # Flink sees them as STRING (pg_view)
 PRIVATE_PREFIX = "__cdc_"            # the flatten job's own aliases (flink_sql/mirror.sql.j2)
 COMPUTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_EXPRESSION = 4000
+JOB_PREFIX = "__"                    # every column the flatten job adds to the row (__op, __seq, __cdc_c1, ...)
 _SALT_KEY = re.compile(r"^(column\.mask\.hash\.v2\.[^.]+\.with\.salt\.)(.+)$")
 
 #: What a row filter or computed expression sees for a column, by Postgres type (others: the
@@ -90,8 +94,10 @@ def kept_columns(rules: MirrorRules, table: TableInfo, keys: list[str]) -> list[
 
 def visible_columns(rules: MirrorRules, table: TableInfo, keys: list[str]) -> list[str]:
     """Columns a row filter or computed expression may read: kept and not masked (a masked
-    value would be compared in Flink as its hash but in Postgres in clear)."""
-    return [c for c in kept_columns(rules, table, keys) if c not in rules.mask_columns]
+    value would be compared in Flink as its hash but in Postgres in clear), and not named like
+    the job's own columns (JOB_PREFIX), which expressions may not name."""
+    return [c for c in kept_columns(rules, table, keys)
+            if c not in rules.mask_columns and not c.startswith(JOB_PREFIX)]
 
 
 def scoped(spec: MirrorSpec) -> bool:
@@ -105,10 +111,102 @@ def _listing(items: list[str]) -> str:
     return ", ".join(repr(i) for i in items)
 
 
-def check_expression(field: str, text: str) -> None:
-    """One SQL expression that stays inside the parentheses cdc puts around it: balanced
-    parentheses outside quotes, no ';', no comments (the job's statements are split on a
-    comment line), not empty."""
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_OPERATORS = ("<>", "<=", ">=", "||", "(", ")", "[", "]", ",", "+", "-", "*", "/", "%", "=", "<", ">")
+_QUOTED_NAME = re.compile(r"[\w .-]+")
+_SPACE = " \t\r\n"
+_REFUSED = {";": "one expression: no ';'", "--": "no comments", "/*": "no comments",
+            "//": "no comments (Flink reads // as one)", "\\": "no backslashes (escapes differ between Flink and "
+            "Postgres, and with Postgres' standard_conforming_strings)", "$": "no $ (Postgres dollar quoting and "
+            "parameters)", '"': "quote identifiers with backticks, `Name` (Flink SQL; verify gives Postgres "
+            "double quotes)"}
+
+
+def _tokens(field: str, text: str) -> list[tuple[str, str]]:
+    """(kind, text) of a row filter or computed expression: word, name (backtick-quoted, without
+    its quotes), string (with its quotes), number, op. Strict on purpose: only what Flink SQL and
+    Postgres read the same way (one tokenizer's view of quotes and comments must be the only
+    one), so a ConfigError for anything else: comments of either dialect, ';', backslashes,
+    prefixed literals (E'', U&'', X'', N''), $ quoting, double-quoted or odd quoted names,
+    qualified names, characters outside ASCII outside quotes."""
+    def refuse(what: str, why: str) -> ConfigError:
+        return ConfigError(f"{field}: {what} is not allowed in an expression ({why})",
+                           hint=f"a filter or computed column is one simple Flink SQL expression; change {text[:80]!r}")
+    out: list[tuple[str, str]] = []
+    i, depth = 0, 0
+    while i < len(text):
+        ch = text[i]
+        bad = next((t for t in ("--", "/*", "//") if text.startswith(t, i)), None) or \
+            (ch if ch in _REFUSED else None)
+        if bad is not None:
+            raise refuse(repr(bad), _REFUSED[bad])
+        if ch in _SPACE:
+            i += 1
+        elif ch == "'":
+            j = i + 1
+            while j < len(text) and (text[j] != "'" or text[j + 1:j + 2] == "'"):
+                j += 2 if text[j] == "'" else 1
+            if j >= len(text):
+                raise ConfigError(f"{field}: unbalanced quote ' in {text[:80]!r}",
+                                  hint="close every quote inside the expression ('' is a quote inside a string)")
+            body = text[i:j + 1]
+            if "\\" in body:
+                raise refuse(repr("\\"), _REFUSED["\\"])
+            if "\x00" in body:
+                raise refuse("a NUL character", "Postgres cannot hold it")
+            out.append(("string", body))
+            i = j + 1
+        elif ch == "`":
+            j = text.find("`", i + 1)
+            if j < 0:
+                raise ConfigError(f"{field}: unbalanced quote ` in {text[:80]!r}",
+                                  hint="close every backtick-quoted name inside the expression")
+            name = text[i + 1:j]
+            if not _QUOTED_NAME.fullmatch(name) or text[j + 1:j + 2] == "`":
+                raise ConfigError(f"{field}: the backtick-quoted name {text[i:j + 2][:70]!r} holds characters cdc "
+                                  "does not pass to both Flink and Postgres",
+                                  hint="a quoted name may hold letters, digits, _, space, - and .; exclude other "
+                                       "columns from expressions (or rename them)")
+            out.append(("name", name))
+            i = j + 1
+        elif _WORD.match(text, i):
+            word = _WORD.match(text, i).group(0)        # type: ignore[union-attr]
+            i += len(word)
+            if text[i:i + 1] in ("'", "`"):
+                raise refuse(f"a quote right after a word ({word}{text[i]}...)", "E'', U&'', X'' and N'' literals "
+                             "mean different things to Flink and Postgres; put a space after a keyword: DATE '...'")
+            out.append(("word", word))
+        elif "0" <= ch <= "9":
+            num = _NUMBER.match(text, i).group(0)       # type: ignore[union-attr]
+            i += len(num)
+            if i < len(text) and (text[i].isalnum() or text[i] in "_."):
+                raise ConfigError(f"{field}: malformed number {text[i - len(num):i + 8]!r}",
+                                  hint="write numbers as 12, 1.5 or 1.5e3 (no 0x, no _ separators, no trailing "
+                                       "letters)")
+            out.append(("number", num))
+        elif op := next((o for o in _OPERATORS if text.startswith(o, i)), None):
+            depth += {"(": 1, ")": -1}.get(op, 0)
+            if depth < 0:
+                break
+            out.append(("op", op))
+            i += len(op)
+        elif ch == ".":
+            raise refuse("'.' outside a number", "no qualified names such as t.column: name the column alone; "
+                         "write 0.5, not .5")
+        else:
+            raise refuse(repr(ch), "not part of the simple expressions cdc accepts")
+    if depth != 0:
+        raise ConfigError(f"{field}: unbalanced parentheses in {text[:80]!r}",
+                          hint="close every parenthesis and quote inside the expression")
+    return out
+
+
+def check_expression(field: str, text: str, columns: list[str] | None = None) -> None:
+    """One SQL expression that stays inside the parentheses cdc puts around it and that Flink
+    and Postgres (verify) read alike (_tokens), not empty, naming none of the job's own
+    columns. ``columns``: the table's column names, to refuse an unquoted name with capitals
+    (Flink keeps the case of an unquoted name, Postgres folds it to lower case)."""
     if not text.strip():
         raise ConfigError(f"{field} is empty", hint="give a SQL expression, e.g. amount > 0")
     if len(text) > MAX_EXPRESSION:
@@ -116,27 +214,16 @@ def check_expression(field: str, text: str) -> None:
     if "@statement" in text:
         raise ConfigError(f"{field}: '@statement' is not allowed (it separates the job's statements)",
                           hint="remove it from the expression")
-    depth, quote, i = 0, "", 0
-    while i < len(text):
-        ch = text[i]
-        if quote:                                # inside '...', "..." or `...`: a doubled quote escapes
-            if ch == quote and text[i + 1:i + 2] == quote:
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "'\"`":
-            quote = ch
-        elif ch in "()":
-            depth += 1 if ch == "(" else -1
-            if depth < 0:
-                break
-        elif ch == ";" or text.startswith(("--", "/*"), i):
-            raise ConfigError(f"{field}: {text[i:i + 2] if ch != ';' else ';'!r} is not allowed in an expression "
-                              "(one expression: no ';', no comments)", hint=f"remove it from {text[:80]!r}")
-        i += 1
-    if depth != 0 or quote:
-        raise ConfigError(f"{field}: unbalanced {'quote ' + quote if quote else 'parentheses'} in {text[:80]!r}",
-                          hint="close every parenthesis and quote inside the expression")
+    for kind, tok in _tokens(field, text):
+        if kind in ("word", "name") and tok.startswith(JOB_PREFIX):
+            raise ConfigError(f"{field}: {tok!r} starts with {JOB_PREFIX!r}, the prefix of the flatten job's own "
+                              "columns (__op, __seq, __deleted, __cdc_c<N>, ...), which expressions cannot read",
+                              hint="read only the table's columns (those not starting with '__')")
+        if kind == "word" and tok != tok.lower() and tok in (columns or []):
+            raise ConfigError(f"{field}: {tok} is unquoted: Flink reads it as the column \"{tok}\", Postgres "
+                              f"(cdc mirror verify) as {tok.lower()}",
+                              hint=f"quote column names with capitals in backticks: `{tok}` (a keyword or function "
+                                   "of that name: write it in lower case)")
 
 
 def check(spec: MirrorSpec, table: TableInfo, keys: list[str]) -> None:
@@ -162,7 +249,7 @@ def check(spec: MirrorSpec, table: TableInfo, keys: list[str]) -> None:
     kept = kept_columns(r, table, keys)
     for col, method in r.mask_columns.items():
         _check_mask(col, method, cols[col], kept, keys)
-    mirror_names = names.mirror_columns(kept, reserved=RESERVED_COLUMNS)
+    mirror_names = {m.column: m.name for m in map_table(table) if m.column in kept}   # as rendered
     for name, expr in r.computed_columns.items():
         field = f"rules.computed_columns[{name!r}] (--compute)"
         if not COMPUTED_NAME.fullmatch(name) or name.startswith("__"):
@@ -171,9 +258,9 @@ def check(spec: MirrorSpec, table: TableInfo, keys: list[str]) -> None:
         if name in mirror_names.values() or name in RESERVED_COLUMNS or name in cols:
             raise ConfigError(f"{field}: {name!r} is already a column of the mirror or the table",
                               hint="choose another name for the computed column")
-        check_expression(field, expr)
+        check_expression(field, expr, list(cols))
     if r.row_filter is not None:
-        check_expression("rules.row_filter (--filter)", r.row_filter)
+        check_expression("rules.row_filter (--filter)", r.row_filter, list(cols))
     if scoped(spec) and (private := [c for c in cols if c.startswith(PRIVATE_PREFIX)]):
         raise ConfigError(f"column(s) {_listing(private)} start with {PRIVATE_PREFIX!r}, which the flatten job "
                           "uses for itself when a mirror has a row filter or computed columns",
@@ -305,9 +392,12 @@ def pinot_indexes(rules: MirrorRules, mirror_name: dict[str, str]) -> tuple[dict
 
 # ---------------------------------------------------------------- Postgres (verify's oracle)
 
-def pg_expression(text: str) -> str:
+def pg_expression(text: str, field: str = "rules.row_filter (--filter)") -> str:
     """A Flink SQL expression as Postgres reads it: `name` identifiers become "name" (the only
-    spelling the two differ in that cdc translates; '%' doubled for psycopg's placeholders)."""
+    spelling the two differ in that cdc translates; '%' doubled for psycopg's placeholders).
+    Checked again first (check_expression): a rule stored before the checker was strict never
+    reaches Postgres."""
+    check_expression(field, text)
     out, i = [], 0
     while i < len(text):
         ch = text[i]
@@ -325,16 +415,30 @@ def pg_expression(text: str) -> str:
 
 
 def pg_view(rules: MirrorRules, table: TableInfo, keys: list[str], alias: str) -> list[str]:
-    """SELECT list of the columns a row filter reads, as the flatten job shows them (VIEW_TYPES):
-    timestamps as epoch microseconds (Debezium's sentinels for +-infinity), others as they are."""
+    """SELECT list of the columns a row filter reads, as the flatten job shows them (VIEW_TYPES),
+    so that the filter means in Postgres what it means in Flink: timestamps as epoch
+    microseconds (Debezium's sentinels for +-infinity); numerics with NaN and +-Infinity as NULL
+    (the job's conversion), as text where Flink sees a STRING; character columns as text in
+    code-point order (COLLATE "C": Flink compares strings by code point, Postgres by the
+    database's collation; citext case-sensitively), char(n) with its blank padding (Flink gets
+    the padded value, where Postgres' bpchar comparison ignores it); others as they are."""
     from cdc.mapping.typemap import TS_NEG_INFINITY, TS_POS_INFINITY
     out = []
     for name in visible_columns(rules, table, keys):
+        c = table.column(name)
         q = f'{alias}."{name.replace(chr(34), chr(34) * 2)}"'
-        if normalize_type(table.column(name).base_type) in ("timestamp", "timestamptz") \
-                and table.column(name).kind in ("base", "domain"):
+        base, plain = normalize_type(c.base_type), c.kind in ("base", "domain")
+        if plain and base in ("timestamp", "timestamptz"):
             q = (f"CASE WHEN {q} = 'infinity' THEN {TS_POS_INFINITY}::bigint WHEN {q} = '-infinity' THEN "
                  f"{TS_NEG_INFINITY}::bigint ELSE (extract(epoch FROM {q}) * 1000000)::bigint END")
+        elif plain and base == "numeric":
+            value = q if c.precision and c.precision <= 38 else f"{q}::text"     # as view_expr
+            q = f"CASE WHEN {q}::text IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE {value} END"
+        elif plain and base == "bpchar":
+            q = f'rpad({q}::text, {c.precision}) COLLATE "C"' if c.precision else \
+                f'(CASE WHEN {q} IS NOT NULL THEN concat({q}) END) COLLATE "C"'   # no length: as stored
+        elif c.kind == "enum" or (plain and base in _TEXT_TYPES):
+            q = f'{q}::text COLLATE "C"'
         out.append(f'{q} AS "{name.replace(chr(34), chr(34) * 2)}"')
     return out
 

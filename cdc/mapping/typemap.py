@@ -180,6 +180,13 @@ class TypeMapping:
         """Flink SQL expression converting raw value ``ref`` (already NULL-safe) to output."""
         return _CONVERSIONS[self.conversion](ref)
 
+    def valid(self, ref: str) -> str | None:
+        """Flink SQL predicate: ``expr(ref)`` can convert this raw value (None: every value
+        converts). A row with a value that cannot goes to the mirror's dead-letter topic
+        instead of failing the job (flink_sql/mirror.sql.j2)."""
+        check = _VALIDATORS.get(self.conversion)
+        return check(ref) if check else None
+
 
 def _identity(ref: str) -> str:
     return ref
@@ -228,6 +235,16 @@ def _array(ref: str) -> str:
 def _smallint(ref: str) -> str:
     return f"CAST({ref} AS INT)"
 
+
+def _timestamptz_valid(ref: str) -> str:
+    # What _timestamptz parses: years 0001-9999 as Debezium writes them. Debezium writes a year
+    # after 9999 as '+10000-...' and one before 1 AD as '-0043-...' / '0000-...' (ISO-8601).
+    return (f"({ref} IS NULL OR {ref} IN ('infinity', '-infinity') OR "
+            f"(REGEXP({ref}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}([.][0-9]{{1,9}})?Z$') "
+            f"AND SUBSTRING({ref} FROM 1 FOR 4) <> '0000'))")
+
+
+_VALIDATORS: dict[str, Callable[[str], str]] = {"timestamptz": _timestamptz_valid}
 
 _CONVERSIONS: dict[str, Callable[[str], str]] = {
     "identity": _identity, "numeric": _numeric, "date": _date, "time": _time,

@@ -24,6 +24,9 @@ class Context:
     jobmanager: JobManagerClient
     controller: PinotControllerClient
     broker: PinotBrokerClient
+    #: a plan's context (`cdc apply --plan`): checks read, nothing is written, so the default
+    #: source is computed from the settings instead of registered (cdc.mirrors.sources.get_source)
+    read_only: bool = False
 
     def close(self) -> None:
         self.registry.close()

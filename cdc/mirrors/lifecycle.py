@@ -26,10 +26,10 @@ from typing import Any
 
 from cdc.core import names
 from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PreflightError, RemoteError,
-                             UnreachableError)
+                             TransientRemoteError, UnreachableError)
 from cdc.core.models import MirrorRules, MirrorSpec, Source, TableInfo
 from cdc.mapping import render
-from cdc.mirrors import rollback, rules_check, snapshot
+from cdc.mirrors import rollback, rules_check, snapshot, state
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.registry import Deployment, MirrorRecord
 from cdc.mirrors.sources import get_source, password_ref, publication_of, source_dsn
@@ -248,10 +248,13 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     _check_reachable(ctx, use_pinot)
     from cdc.clients.kafka import KafkaAdmin
     kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
-    kafka.topics()
+    _refuse_kept_clear_values(plan, kafka)
     cname = names.connector_name(src.name)
     if ctx.connect.get_config(cname) is not None:   # its task restarts: not in the middle of a snapshot
         snapshot.wait_idle(ctx, cname, progress)
+    # a flat topic kept by an earlier `mirror remove` (without --drop-data) still holds rows
+    # that Postgres may have deleted since: they are pruned once the snapshot is read
+    kept = plan.flat_topic in kafka.topics() and sum(kafka.end_offsets(plan.flat_topic).values()) > 0
     ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
     with rollback.heartbeat(ctx, spec.name):          # the reconciler's sign that this add is alive
         journal = rollback.Journal(ctx, spec.name)    # each undo registered BEFORE its step runs
@@ -265,7 +268,45 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
             raise
         rollback.fault("created")
         # Outside the undo: a snapshot that fails now leaves the mirror in state "error" (+ event).
-        return snapshot.confirm(ctx, record, src, request, progress)
+        record = snapshot.confirm(ctx, record, src, request, progress)
+    if kept and record.state == "running":
+        _prune_kept(ctx, src, record, progress)
+    return record
+
+
+def _prune_kept(ctx: Context, src: Source, record: MirrorRecord, progress: Progress) -> None:
+    """The mirror was added over a kept flat topic: once the snapshot has re-read every row,
+    remove the keys Postgres deleted while no mirror followed the table (cdc.mirrors.prune:
+    deletes through the change topic while the connector is stopped). Queries never see a
+    half-empty table: nothing is cleared, only rows Postgres no longer has are deleted."""
+    from cdc.mirrors import prune
+    progress(f"mirror {record.name}: flat topic {names.flat_topic(record.name)} was kept from an earlier mirror: "
+             "removing the keys Postgres no longer has once the snapshot is read")
+    removed = prune.prune(ctx, src, [ctx.registry.get_mirror(record.name) or record], progress)
+    ctx.registry.record_event(record.name, "pruned", f"{removed.get(record.name, 0)} key(s) Postgres no longer has "
+                                                     "removed from the kept flat topic")
+
+
+def _refuse_kept_clear_values(plan: MirrorPlan, kafka: Any) -> None:
+    """A mirror that masks or leaves out columns must not start over topics that an earlier
+    mirror of the table left (`cdc mirror remove` without --drop-data keeps them): the new job
+    replays the compacted change topic from its start and the flat topic stays as it is, so the
+    clear values they hold would reach the new mirror. Refused before anything is created."""
+    from cdc.mapping.rules import hidden_columns
+    spec = plan.spec
+    hidden = hidden_columns(spec.rules, plan.table, render.key_columns(spec, plan.table))
+    if not hidden:
+        return
+    present = kafka.topics()
+    kept = [t for t in (plan.change_topic, plan.flat_topic) if t in present and sum(kafka.end_offsets(t).values()) > 0]
+    if kept:
+        raise ConflictError(
+            f"mirror {spec.name} masks or leaves out {', '.join(sorted(hidden))}, but Kafka topic(s) {', '.join(kept)} "
+            f"already hold records of {spec.qualified}, kept by an earlier `cdc mirror remove` without --drop-data, "
+            "where those columns may be in clear: the new mirror would replay them. Nothing was created",
+            hint=f"delete the topic(s) first (kafka-topics.sh --bootstrap-server {kafka.bootstrap} --delete --topic "
+                 "NAME), or add the earlier mirror back as it was and remove it with `cdc mirror remove NAME "
+                 "--drop-data`; then add this mirror")
 
 
 def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: Any, use_pinot: bool, why: str,
@@ -292,6 +333,22 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
         if topic not in existing:
             journal.register("delete_topic", topic=topic)
         kafka.ensure_topic(topic, partitions, render.TOPIC_CONFIG)
+    # The ordering column's epoch: 0 for a new flat topic; above every record of a kept one
+    # (a remove without --drop-data, then add), whatever the change topic's offsets are now.
+    epoch = 0 if plan.flat_topic not in existing else state.epoch_above(ctx.settings.kafka_bootstrap,
+                                                                              plan.flat_topic)
+    if epoch and plan.change_topic in existing:
+        epoch -= 1      # the same change topic (offsets continue above the kept rows): same epoch
+    flink_sql = plan.flink_sql if epoch == 0 else render.render_flink_sql(
+        spec, plan.table, kafka_bootstrap=ctx.settings.kafka_bootstrap, change_topic=plan.change_topic,
+        flat_topic=plan.flat_topic, group_id=names.flink_group(spec.name), seq_epoch=epoch)
+    if epoch:
+        progress(f"kafka: {plan.flat_topic} exists with records: this mirror writes in epoch {epoch} above them")
+    topic_id = (kafka.describe([plan.change_topic]).get(plan.change_topic) or (None, 0))[0]
+    dead = names.dead_letter_topic(spec.name)       # rows the job cannot convert (kept: no compaction)
+    if dead not in existing:
+        journal.register("delete_topic", topic=dead)
+    kafka.ensure_topic(dead, 1, render.DEAD_LETTER_TOPIC_CONFIG)
     if use_pinot:
         progress(f"pinot: schema and REALTIME upsert table {spec.name}")
         journal.register("delete_pinot", name=spec.name)
@@ -302,7 +359,7 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
     progress(f"flink: submitting the flatten job for {spec.qualified}")
     deployed_at = time.time()
     journal.register("cancel_jobs", pipeline=names.flink_pipeline(spec.name))
-    job_id = ctx.gateway.submit_job(plan.flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
+    job_id = ctx.gateway.submit_job(flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
     rollback.fault("job_submitted")
     _ensure_full_identity(ctx, src, plan.table, progress)
     if names.notification_topic(src.name) not in kafka.topics():
@@ -330,7 +387,8 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
         request = snapshot.Request("initial", notes_from)
         progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
     # what the job runs with: the reconciler compares it with the table (schema_change)
-    deployment = Deployment(table=plan.table, group_id=names.flink_group(spec.name), deployed_at=deployed_at)
+    deployment = Deployment(table=plan.table, group_id=names.flink_group(spec.name), deployed_at=deployed_at,
+                            seq_epoch=epoch, change_topic_id=topic_id)
     record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id,   # "running" once confirmed
                                         deployment=deployment)
     ctx.registry.record_event(spec.name, rollback.EVENT_CREATED, f"flink job {job_id}; connector {cname}")
@@ -340,6 +398,7 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
 # -- undo ------------------------------------------------------------------------------
 
 _ENDED_JOB_STATES = frozenset({"CANCELED", "FAILED", "FINISHED"})
+UNDO_ATTEMPTS = 5
 
 
 def undo(ctx: Context, mirror: str, steps: list[rollback.Step], progress: Progress) -> list[str]:
@@ -348,7 +407,14 @@ def undo(ctx: Context, mirror: str, steps: list[rollback.Step], progress: Progre
     failed: list[str] = []
     for step in reversed(steps):
         try:
-            _undo_step(ctx, mirror, step)
+            for attempt in range(1, UNDO_ATTEMPTS + 1):
+                try:
+                    _undo_step(ctx, mirror, step)
+                    break
+                except (TransientRemoteError, UnreachableError):   # e.g. Connect rebalancing after the add's PUT
+                    if attempt == UNDO_ATTEMPTS:
+                        raise
+                    time.sleep(2.0 * attempt)
             progress(f"  undone: {step.describe()}")
         except Exception as exc:  # keep undoing the rest
             failed.append(f"{step.describe()}: {str(exc).splitlines()[0][:200]}")
@@ -457,4 +523,5 @@ def _remove(ctx: Context, rec: MirrorRecord, src: Source, kafka: Any, drop_data:
             ctx.controller.delete_table(name)
             ctx.controller.delete_schema(name)
         kafka.delete_topic(names.flat_topic(name))
+        kafka.delete_topic(names.dead_letter_topic(name))
         kafka.delete_topic(names.change_topic(src.name, spec.schema_name, spec.table_name))

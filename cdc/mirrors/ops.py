@@ -238,9 +238,10 @@ def resume_mirror(ctx: service.Context, name: str) -> str:
 
 
 def resync_mirror(ctx: service.Context, name: str) -> str:
-    """Ask Debezium for an incremental snapshot of this one table (other tables of the
-    source keep streaming); the re-read rows get new __seq values, so they win over stale
-    ones. Returns the signal id.
+    """Remove the keys Postgres no longer has (cdc.mirrors.prune; the source's connector is
+    stopped for that moment), then ask Debezium for an incremental snapshot of this one table
+    (other tables of the source keep streaming); the re-read rows get new __seq values, so
+    they win over stale ones. Returns the signal id.
 
     When the source's replication slot is lost, streaming cannot resume from it: the whole
     source is repaired instead (cdc.mirrors.slot_repair: new slot, fresh snapshot of its
@@ -250,8 +251,21 @@ def resync_mirror(ctx: service.Context, name: str) -> str:
     if slots.wal_status(service.source_dsn(ctx, src), src.name) == "lost":
         from cdc.mirrors import slot_repair
         return "slot repaired: " + slot_repair.repair(ctx, src.name)
+    from cdc.mirrors import dead_letters, prune
+    # keys the mirror shows that Postgres no longer has (no DELETE event exists for them: rows
+    # deleted while no mirror followed the table) are removed first; nothing is cleared, so
+    # queries never see a half-empty table while the snapshot re-reads the rest
+    removed = prune.prune(ctx, src, [rec], progress=lambda m: None).get(name, 0)
+    if removed:
+        ctx.registry.record_event(name, "pruned", f"{removed} key(s) Postgres no longer has removed")
+    try:      # the re-read supersedes the dead letters so far: rows still bad become new ones
+        seen = dead_letters.summary(ctx.settings.kafka_bootstrap, name)["count"]
+    except Exception:  # noqa: BLE001 - Kafka unreachable: acknowledge nothing
+        seen = None
     sig = service.send_snapshot_signal(ctx, src, [(rec.spec.schema_name, rec.spec.table_name)])
     ctx.registry.record_event(name, "resync", f"incremental snapshot of {rec.spec.qualified} (signal {sig})")
+    if seen:
+        ctx.registry.record_event(name, dead_letters.ACK_EVENT, f"{seen} dead letter(s) superseded by resync {sig}")
     return sig
 
 

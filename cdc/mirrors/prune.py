@@ -120,15 +120,16 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
                        hint=f"cdc mirror remove {spec.name} --drop-data, then add it again")
     ctopic = names.change_topic(spec.source, spec.schema_name, spec.table_name)
     end = KafkaAdmin(ctx.settings.kafka_bootstrap).end_offsets(ctopic).get(0, 0)
-    latest = _mirror_state(ctx.settings.kafka_bootstrap, names.flat_topic(spec.name), keys, maps, end,
-                           catch_up_timeout)
+    group = rec.deployment.group_id if rec.deployment is not None else names.flink_group(spec.name)
+    epoch = int(getattr(rec.deployment, "seq_epoch", 0) or 0)       # the change topic's incarnation now
+    latest = _mirror_state(ctx.settings.kafka_bootstrap, names.flat_topic(spec.name), keys, maps, end, epoch,
+                           catch_up_timeout, lambda: _committed(ctx.settings.kafka_bootstrap, group, ctopic))
     present = {k: seq for k, (seq, deleted) in latest.items() if not deleted}
     in_pg = _pg_keys(dsn, table, keys, maps)
     extra = {k: seq for k, seq in present.items() if k not in in_pg}
     progress(f"{spec.name}: mirror {len(present)} keys, Postgres {len(in_pg)}; {len(extra)} key(s) to delete")
     if extra:
-        newest = max(extra.values()) >> SEQ_SHIFT
-        older = [k for k, seq in extra.items() if seq >> SEQ_SHIFT != newest]
+        older = [k for k, seq in extra.items() if seq >> SEQ_SHIFT != epoch]
         if older:         # written from an earlier incarnation of the change topic (cdc.mirrors.topic_epoch)
             raise CdcError(f"{spec.name}: {len(older)} key(s) to remove (e.g. {older[0]}) were last changed in an "
                            "earlier incarnation of the change topic, whose events are gone",
@@ -137,21 +138,37 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
     return len(extra)
 
 
-def _mirror_state(bootstrap: str, flat: str, keys: list[str], maps: dict[str, TypeMapping], end: int,
-                  timeout: float) -> dict[Key, tuple[int, bool]]:
-    """Canonical key -> (__seq, deleted) of its winning flat record, once the flat topic holds
-    the record of change-topic offset end - 1 (Flink caught up)."""
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    """The offset the flatten job's consumer group committed on the change topic: Flink commits
+    it when a checkpoint completes, and its at-least-once sink has flushed everything read
+    before that checkpoint, so every record below it is in the flat topic (or, for a record the
+    job could not convert, in the dead-letter topic)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 0})
+    try:
+        return int(c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
+    finally:
+        c.close()
+
+
+def _mirror_state(bootstrap: str, flat: str, keys: list[str], maps: dict[str, TypeMapping], end: int, epoch: int,
+                  timeout: float, committed: Callable[[], int]) -> dict[Key, tuple[int, bool]]:
+    """Canonical key -> (__seq, deleted) of its winning flat record, once the Flink job has
+    caught up with the change topic's `end`: the flat topic holds the record of offset end - 1,
+    or the job's committed offset reached `end`."""
     deadline = time.monotonic() + timeout
     while True:
+        done = end == 0 or committed() >= end
         latest: dict[Key, tuple[int, bool]] = {}
         top = -1
         for _, _, r in mirror_state.flat_records(bootstrap, flat):
             seq = int(r["__seq"])
-            top = max(top, seq)
+            if seq >> SEQ_SHIFT == epoch:
+                top = max(top, seq & SEQ_OFFSET)
             k = tuple(canonical.flat_value(r.get(maps[c].name), maps[c]) for c in keys)
             if k not in latest or seq >= latest[k][0]:      # Pinot: highest __seq, ties to the later one
                 latest[k] = (seq, bool(r.get("__deleted")))
-        if (top & SEQ_OFFSET) >= end - 1:
+        if done or top >= end - 1:
             return latest
         if time.monotonic() > deadline:
             raise CdcError(f"flat topic {flat} did not catch up with its change topic within {timeout:.0f}s "

@@ -48,7 +48,7 @@ from typing import Any
 
 from cdc.core import names
 from cdc.postgres import catalog, slots
-from cdc.mirrors import ops, partitions, recovery, rollback, slot_repair
+from cdc.mirrors import ops, partitions, recovery, rollback, slot_repair, topic_epoch
 from cdc.mirrors import schema_change
 from cdc.mapping import render
 from cdc.mirrors import service
@@ -71,6 +71,9 @@ REPAIR_SLOT = "repair_lost_slot"
 FINISH_RESYNC = "finish_resync"
 SYNC_PARTITIONS = "sync_partitions"
 RECOVER_STUCK = "recover_stuck"
+REBASE_EPOCH = "rebase_change_topic_epoch"       # cdc.mirrors.topic_epoch
+RECORD_TOPIC = "record_change_topic"
+TOPIC_PARTITIONS = "change_topic_partitions"
 
 ACTIVE_STATE = "running"
 # Mirrors the reconciler keeps repaired: running ones, and those it resyncs after a lost slot.
@@ -109,6 +112,7 @@ class Observed:
     tables: dict[str, schema_change.Current] | None = None
     lost_slots: set[str] | None = None
     now: float | None = None
+    change_topics: dict[str, tuple[str, int] | None] | None = None   # mirror -> (topic id, partitions)
 
 
 # -- plan (pure) ---------------------------------------------------------------------------
@@ -166,8 +170,28 @@ def _partition_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
     return [Action(SYNC_PARTITIONS, m.name, f"the partitions of {m.spec.qualified} changed", m.source, m.name)]
 
 
+def _topic_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
+    """The change topic recreated (new id: next epoch), never recorded, or re-partitioned."""
+    if m.state != ACTIVE_STATE or observed.change_topics is None:
+        return []
+    now = observed.change_topics.get(m.name)
+    verdict = topic_epoch.check(m.deployment, now)
+    topic = topic_epoch.change_topic(m)
+    if verdict == topic_epoch.REBASE and now is not None and m.deployment is not None:
+        return [Action(REBASE_EPOCH, m.name, f"change topic {topic} was recreated (topic id "
+                       f"{m.deployment.change_topic_id} -> {now[0]}): its offsets restarted", m.source, topic)]
+    if verdict == topic_epoch.RECORD:
+        return [Action(RECORD_TOPIC, m.name, f"no topic id recorded for {topic}", m.source, topic)]
+    if verdict == topic_epoch.PARTITIONS and now is not None:
+        return [Action(TOPIC_PARTITIONS, m.name, f"change topic {topic} has {now[1]} partitions", m.source, topic)]
+    return []
+
+
 def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
-    out: list[Action] = []
+    topic = _topic_actions(m, observed)
+    if any(a.kind in (REBASE_EPOCH, TOPIC_PARTITIONS) for a in topic):
+        return topic       # a redeploy on the new topic (or the error state) replaces every other repair
+    out: list[Action] = topic
     schema = _schema_actions(m, observed) if m.state == ACTIVE_STATE else []
     if any(a.kind in (FOLLOW_SCHEMA, SCHEMA_UNSUPPORTED) for a in schema):
         # the redeploy submits a new job anyway; an unsupported change makes the mirror "error"
@@ -250,6 +274,7 @@ def observe(ctx: service.Context, desired: list[MirrorRecord]) -> Observed:
     except RemoteError as exc:
         log.warning("reconcile: Flink unknown: %s", exc)
     obs.tables = schema_change.observe_tables(ctx, [m for m in desired if m.state == ACTIVE_STATE])
+    obs.change_topics = topic_epoch.observe(ctx, [m for m in desired if m.state == ACTIVE_STATE])
     obs.lost_slots = set()
     for source in sorted({m.source for m in desired if m.state in ACTIVE_STATES}):
         try:
@@ -394,6 +419,12 @@ def _execute(ctx: service.Context, a: Action, stuck_after_s: float = rollback.ST
         return schema_change.refuse(ctx, a.mirror)
     if a.kind == RECORD_DEPLOYMENT:
         return schema_change.record_baseline(ctx, a.mirror)
+    if a.kind == REBASE_EPOCH:
+        return topic_epoch.rebase(ctx, a.mirror)
+    if a.kind == RECORD_TOPIC:
+        return topic_epoch.record(ctx, a.mirror)
+    if a.kind == TOPIC_PARTITIONS:
+        return topic_epoch.rebase(ctx, a.mirror)     # re-checks, then sets the error state
     raise ValueError(f"unknown action kind {a.kind!r}")
 
 

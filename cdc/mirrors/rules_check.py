@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cdc.core import names
 from cdc.core.errors import ConfigError, PermanentRemoteError
 from cdc.core.models import MirrorRules, MirrorSpec, Source, TableInfo
 from cdc.mapping import render, rules
@@ -39,13 +40,28 @@ _HINT_VIEW = ("expressions are Flink SQL over the row's columns (names in `backt
 def connector_rules(ctx: Context, src: Source,
                     extra: MirrorSpec | None = None) -> tuple[dict[str, MirrorRules], str | None]:
     """The rules of every mirror of the source by schema.table (plus `extra`, being planned),
-    and the source's mask salt, made when a rule first hashes a column."""
-    specs = {m.spec.qualified: m.spec for m in ctx.registry.list_mirrors(source=src.name)}
+    and the source's mask salt, made when a rule first hashes a column: only then. A salt gone
+    while registered mirrors hash with it is an error, never a new salt (their mirrors would
+    hold old and new hashes of equal values side by side)."""
+    registered = ctx.registry.list_mirrors(source=src.name)
+    specs = {m.spec.qualified: m.spec for m in registered}
     if extra is not None:
         specs[extra.qualified] = extra
     by_table = {q: sp.rules for q, sp in specs.items() if not sp.rules.is_empty()}
     hashes = any("hash" in r.mask_columns.values() for r in by_table.values())
-    return by_table, mask_salt(ctx.settings, src.name, create=hashes)
+    hashers = [m for m in registered if "hash" in m.spec.rules.mask_columns.values()]
+    hashed_by = sorted(m.name for m in hashers if m.state != "removing")   # one being removed may go without it
+    salt = mask_salt(ctx.settings, src.name, create=hashes and not hashers and not ctx.read_only)
+    if hashed_by and salt is None:
+        raise ConfigError(f"the mask salt of source {src.name} (STATE_DIR/secrets/{src.name}.mask-salt) is gone, "
+                          f"but mirror(s) {', '.join(hashed_by)} hash columns with it: a new salt would hash equal "
+                          "values differently in the mirror",
+                          hint="restore the file (one line, mode 0600) from a backup, or from the name of the "
+                               "property column.mask.hash.v2.SHA-256.with.salt.<salt> in GET /connectors/"
+                               f"{names.connector_name(src.name)}/config of Kafka Connect")
+    if hashes and salt is None:        # a read-only plan (the salt is made when the mirror is added), a remove
+        salt = "<salt>"
+    return by_table, salt
 
 
 def _flink_error(exc: PermanentRemoteError) -> str:
@@ -97,7 +113,9 @@ def _culprit(ctx: Context, spec: MirrorSpec, table: TableInfo, render_args: dict
 def check_job(ctx: Context, flink_sql: list[str]) -> None:
     """Compile the job to generated code without running it (module docstring)."""
     try:
-        ctx.gateway.run_statements([*flink_sql[:-1], "EXPLAIN JSON_EXECUTION_PLAN " + flink_sql[-1]])
+        job = flink_sql[-1]    # EXPLAIN takes "STATEMENT SET BEGIN ... END", not its EXECUTE form
+        job = job[len("EXECUTE "):] if job.startswith("EXECUTE STATEMENT SET") else job
+        ctx.gateway.run_statements([*flink_sql[:-1], "EXPLAIN JSON_EXECUTION_PLAN " + job])
     except PermanentRemoteError as exc:
         raise ConfigError(f"Flink cannot compile the mirror's job with these rules: {_flink_error(exc)}",
                           hint=_HINT_VIEW) from None

@@ -50,6 +50,12 @@ def secret_file(s: Settings, source: str) -> Path:
     return _secrets_dir(s) / f"{source}.properties"
 
 
+def _existing_secret(s: Settings, file_name: str) -> Path:
+    """A secrets file's path for reading: unlike _secrets_dir, creates (and chmods) nothing,
+    so a plan reads what is stored without writing anything."""
+    return stack_secrets.secrets_dir(s.state_dir) / file_name
+
+
 def escape_property(value: str) -> str:
     """A value as java.util.Properties reads it back unchanged: backslash escapes, control
     characters and non-ASCII as \\uXXXX (valid whatever charset the reader assumes), and a
@@ -106,7 +112,7 @@ def write_password(s: Settings, source: str, password: str) -> Path:
 
 
 def read_password(s: Settings, source: str) -> str | None:
-    f = secret_file(s, source)
+    f = _existing_secret(s, f"{source}.properties")
     if not f.exists():
         return None
     for line in f.read_text().splitlines():
@@ -123,10 +129,11 @@ def mask_salt(s: Settings, source: str, *, create: bool = False) -> str | None:
     """The source's salt for hashed columns (cdc.mapping.rules): 32 random hex characters kept
     0600 in the secrets folder, made on first use and never changed while it exists, so a
     value hashes the same in every mirror of the source. None if there is none (and not create)."""
-    f = mask_salt_file(s, source)
+    f = _existing_secret(s, f"{source}.mask-salt")
     if not f.exists():
         if not create:
             return None
+        f = mask_salt_file(s, source)
         import secrets
         fd, name = tempfile.mkstemp(dir=f.parent, prefix=f".{source}.", suffix=".tmp")   # 0600, unique
         with os.fdopen(fd, "w") as fh:
@@ -143,7 +150,7 @@ def mask_salt(s: Settings, source: str, *, create: bool = False) -> str | None:
 
 def password_ref(ctx: Context, src: Source) -> str | None:
     """The connector's database.password: a FileConfigProvider reference, never the value."""
-    f = secret_file(ctx.settings, src.name)
+    f = _existing_secret(ctx.settings, f"{src.name}.properties")
     return f"${{file:{f}:password}}" if f.exists() else None
 
 
@@ -271,6 +278,11 @@ def source_dsn(ctx: Context, src: Source) -> str:
     return with_password(src.dsn, read_password(ctx.settings, src.name))
 
 
+def default_source(s: Settings) -> Source:
+    """The default source as ensure_default_source would register it, computed only."""
+    return source_from_dsn(names.DEFAULT_SOURCE, s.source_dsn())
+
+
 def ensure_default_source(ctx: Context) -> Source:
     """The default source is CDC_POSTGRES_DSN (or the local stack's Postgres). Its password,
     if the DSN has one, is (re)written to the secrets file for Connect on every call, so a
@@ -281,7 +293,7 @@ def ensure_default_source(ctx: Context) -> Source:
         write_password(ctx.settings, names.DEFAULT_SOURCE, str(password))
     else:
         secret_file(ctx.settings, names.DEFAULT_SOURCE).unlink(missing_ok=True)
-    fresh = source_from_dsn(names.DEFAULT_SOURCE, dsn)
+    fresh = default_source(ctx.settings)
     existing = ctx.registry.get_source(names.DEFAULT_SOURCE)
     if existing == fresh:
         return existing
@@ -290,7 +302,7 @@ def ensure_default_source(ctx: Context) -> Source:
 
 def get_source(ctx: Context, name: str) -> Source:
     if name == names.DEFAULT_SOURCE:
-        return ensure_default_source(ctx)
+        return default_source(ctx.settings) if ctx.read_only else ensure_default_source(ctx)
     src = ctx.registry.get_source(name)
     if src is None:
         known = ", ".join(s.name for s in ctx.registry.list_sources()) or "none"

@@ -86,6 +86,15 @@ def flat_records(bootstrap: str, topic: str, timeout: float = 120.0) -> Iterator
         c.close()
 
 
+def epoch_above(bootstrap: str, flat_topic: str) -> int:
+    """The first change-topic epoch above every record already in a flat topic (0 when it has
+    none; __seq = epoch << render.SEQ_EPOCH_SHIFT | offset): a mirror added over a kept flat
+    topic writes in it, so its rows outrank the old ones (cdc.mirrors.topic_epoch)."""
+    top = max((int(v["__seq"]) for _p, _o, v in flat_records(bootstrap, flat_topic)
+               if v and v.get("__seq") is not None), default=-1)
+    return 0 if top < 0 else (top >> render.SEQ_EPOCH_SHIFT) + 1
+
+
 def engine_raw_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows (Pinot column names, values as a Pinot query returns them) and the engine's
     summary, from Pinot's own code consuming the mirror's flat topic."""

@@ -10,7 +10,7 @@ import psycopg
 from cdc.core import names
 from cdc.core.errors import CdcError, ConfigError, RemoteError
 from cdc.mirrors.context import Context, pinot_enabled
-from cdc.mirrors import snapshot
+from cdc.mirrors import dead_letters, snapshot
 from cdc.mirrors.lifecycle import get_mirror
 from cdc.mirrors.registry import MirrorRecord
 from cdc.mirrors.sources import get_source, source_dsn
@@ -76,6 +76,15 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
             out["slot"]["repair"] = rep
     except (CdcError, psycopg.Error) as exc:
         out["slot"] = {"error": str(exc).splitlines()[0]}
+    try:
+        dl = dead_letters.summary(ctx.settings.kafka_bootstrap, name)
+        dl["superseded"] = dead_letters.acknowledged(ctx.registry.list_events(name, limit=500))
+        out["dead_letters"] = dl
+        out["degraded"] = dl["count"] > dl["superseded"]     # new ones since the last resync
+        if out["degraded"]:
+            out["dead_letters"]["hint"] = dead_letters.HINT.replace("NAME", name)
+    except Exception as exc:   # Kafka unreachable: status still answers, and says it does not know
+        out["dead_letters"] = {"error": str(exc).splitlines()[0][:300]}
     use_pinot, why = pinot_enabled(ctx)
     if not use_pinot:
         out["pinot"] = {"enabled": False, "reason": why}

@@ -123,3 +123,4 @@ def rebase(ctx: Context, name: str) -> tuple[str, str]:
               f"from epoch {old.seq_epoch}")
     ctx.registry.record_event(name, EVENT, detail)
     return "done", detail
+

@@ -127,6 +127,19 @@ class _Table:
         return canonical.row_digest([row[c] for c in self.cols])
 
 
+def _query(conn: psycopg.Connection[Any], query: sql.Composable, params: list[Any]) -> psycopg.Cursor[Any]:
+    """Run a query that holds user text (the row filter, --computed SQL) as ONE statement:
+    prepared, i.e. always the extended protocol. Without parameters psycopg would send it with
+    the simple protocol, which runs every ';'-separated statement in the text."""
+    return conn.execute(query, params, prepare=True)
+
+
+def _pg_count(conn: psycopg.Connection[Any], t: _Table) -> tuple[str, int]:
+    """(the snapshot's WAL position, the number of rows the mirror should hold)."""
+    row = _query(conn, sql.SQL("SELECT pg_current_wal_lsn()::text, count(*) FROM {}").format(t.rel), []).fetchone()
+    return row or ("?", 0)
+
+
 def _pg_chunks(conn: psycopg.Connection[Any], t: _Table, chunk_rows: int) -> Iterable[tuple[dict[Key, str], Any]]:
     """Yield (key -> digest, last row's first key column) in key order; the last chunk is short."""
     kidx = [t.cols.index(k) for k in t.keys]
@@ -134,7 +147,7 @@ def _pg_chunks(conn: psycopg.Connection[Any], t: _Table, chunk_rows: int) -> Ite
     while True:
         where = sql.SQL("") if after is None else sql.SQL("WHERE ({}) > ({})").format(
             t.key_cols, sql.SQL(", ").join(sql.Placeholder() * len(after)))
-        recs = conn.execute(sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
+        recs = _query(conn, sql.SQL("SELECT {} FROM {} {} ORDER BY {} LIMIT {}").format(
             t.sel_cols, t.rel, where, t.key_cols, sql.Literal(chunk_rows)), t.params + (after or [])).fetchall()
         rows = [t.from_pg(rec) for rec in recs]
         yield {t.key(row): t.digest(row) for row in rows}, rows[-1][t.keys[0]] if rows else None
@@ -166,8 +179,8 @@ def _pg_current(dsn: str, t: _Table, keys: list[Key]) -> dict[Key, Row]:
         for batch in (keys[i:i + _BATCH] for i in range(0, len(keys), _BATCH)):
             q = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
                 t.sel_cols, t.rel, t.key_cols, sql.SQL(", ").join([tup] * len(batch)))
-            out.update((t.key(r), r) for r in map(t.from_pg, conn.execute(q, t.params + [str(v) for k in batch
-                                                                                        for v in k])))
+            out.update((t.key(r), r) for r in map(t.from_pg, _query(conn, q, t.params + [str(v) for k in batch
+                                                                                       for v in k])))
     return out
 
 
@@ -361,8 +374,7 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         conn.execute("SET TimeZone = 'UTC'")
-        lsn, source_rows = conn.execute(sql.SQL("SELECT pg_current_wal_lsn()::text, count(*) FROM {}")
-                                        .format(t.rel), []).fetchone() or ("?", 0)
+        lsn, source_rows = _pg_count(conn, t)
         target_rows = target.load(say)
         say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
         found = _first_pass(conn, t, target, chunk_rows, source_rows, say)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from cdc.api.models import scrub_text
 from cdc.core import names
 from cdc.mirrors import service
 from cdc.mirrors.registry import MirrorRecord
@@ -180,7 +181,8 @@ class _Pass:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - any system may be down; the page says which
-            self.errors[what] = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            # scrubbed like every API answer: a libpq or HTTP error can carry a DSN or a token
+            self.errors[what] = scrub_text((str(exc).splitlines() or [type(exc).__name__])[0])[:300]
             return default
 
 

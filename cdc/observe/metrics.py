@@ -38,7 +38,7 @@ from typing import Any
 
 from cdc.postgres import catalog, slots
 from cdc.core import names
-from cdc.mirrors import service
+from cdc.mirrors import dead_letters, service
 from cdc.core.errors import CdcError, RemoteError
 from cdc.core.models import Source
 
@@ -306,6 +306,15 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
                     m.add("cdc_flink_last_checkpoint_age_seconds",
                           "Seconds since the last completed checkpoint of the mirror's job.",
                           max(0.0, now() - chk.timestamp / 1000), base)
+        try:
+            dead = dead_letters.summary(ctx.settings.kafka_bootstrap, rec.name, timeout=5)["count"]
+            m.add("cdc_dead_letters", "Change events the flatten job could not convert (in the mirror's "
+                  "dead-letter topic); the mirror is degraded while > 0.", dead, base)
+            acked = dead_letters.acknowledged(ctx.registry.list_events(rec.name, limit=500))
+            m.add("cdc_mirror_degraded", "1 when the mirror has dead letters since its last resync: some rows "
+                  "are not as in Postgres.", 1 if dead > acked else 0, base)
+        except Exception:  # noqa: BLE001 - Kafka unreachable: no reading rather than a wrong one
+            pass
         if use_pinot and rec.state == "running":
             try:
                 m.add("cdc_pinot_rows", "Rows (latest version per key) in the mirror's Pinot table.",

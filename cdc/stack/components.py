@@ -54,8 +54,10 @@ def _write(path: Path, text: str) -> None:
 
 
 def _java(heap: str, *extra: str) -> list[str]:
+    # file.encoding: Java 17 takes the default charset from the locale (ASCII under a bare
+    # systemd unit); Debezium's column hash (masking) hashes String.getBytes() of it.
     return ["java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=50",
-            "-Djava.awt.headless=true", *extra]
+            "-Djava.awt.headless=true", "-Dfile.encoding=UTF-8", *extra]
 
 
 # -- Postgres ------------------------------------------------------------------------

@@ -213,7 +213,8 @@ def test_mirror_lifecycle_through_rest(server: tuple[str, dict[str, str], Settin
         assert st["connector"]["state"] == "RUNNING" and st["flink_job"]["state"] == "RUNNING", st
         job_id_now = st["flink_job"]["id"]
         events = requests.get(f"{url}/events", params={"mirror": MIRROR}, headers=auth, timeout=30).json()
-        assert [e["action"] for e in events][-1] == "created"
+        actions = [e["action"] for e in events][::-1]              # oldest first
+        assert actions[0] == "add_started" and "created" in actions, actions
         metrics = requests.get(f"{url}/metrics", headers=auth, timeout=30)
         assert metrics.status_code == 200, metrics.text
         job_line = (f'cdc_flink_job_state{{mirror="{MIRROR}",source="{SOURCE}",job_id="{job_id_now}",'

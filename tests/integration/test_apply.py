@@ -199,6 +199,25 @@ def test_an_edited_file_shows_exactly_its_diff_and_applies(shop: Shop) -> None:
     assert shop.cli("apply", "-f", path, "--plan", "--prune").returncode == 0
 
 
+@pytest.mark.parametrize("bad", ['filter: "status = \'open"', "exclude: [nots]"])
+def test_a_rebuild_with_bad_rules_is_a_plan_problem_and_removes_nothing(shop: Shop, bad: str) -> None:
+    """The plan runs `mirror plan`'s checks (rules.check, Flink's planner) on the rebuild: a
+    problem, exit 1; applying refuses and the mirror keeps running with its data."""
+    edited = (shop.tmp / "edited.yaml").read_text()
+    assert "exclude: [notes, email]" in edited
+    path = shop.write("bad.yaml", edited.replace("exclude: [notes, email]", bad))
+    before = service.get_mirror(shop.ctx, "shop_public_customers")
+    plan = shop.cli("apply", "-f", path, "--plan")
+    assert plan.returncode == 1, plan.stdout
+    assert "~ mirror shop_public_customers" in plan.stdout
+    assert "problem: " + path + ":" in plan.stdout and "mirror shop_public_customers: " in plan.stdout
+    out = shop.cli("apply", "-f", path)
+    assert out.returncode == 1 and "cannot be applied as it is" in out.stderr
+    after = service.get_mirror(shop.ctx, "shop_public_customers")
+    assert (after.spec, after.state, after.flink_job_id) == (before.spec, "running", before.flink_job_id)
+    assert names.flat_topic("shop_public_customers") in KafkaAdmin(shop.ctx.settings.kafka_bootstrap).topics()
+
+
 def test_a_rotated_password_is_planned_and_stored(shop: Shop) -> None:
     path = str(shop.tmp / "edited.yaml")
     new = secrets.token_urlsafe(18)

@@ -106,6 +106,9 @@ def test_recreated_change_topic_changes_still_win(mirror) -> None:
                    lambda: (d := kafka.describe([topic]).get(topic)) and d[0] != first_id and d[0], 120)
     _say(f"change topic {topic}: id {first_id} -> {new_id}")
 
+    # the job alone (no epoch yet) puts the new changes below the old rows' __seq: not in sync
+    time.sleep(10)
+    _say(f"in sync before the reconciler's rebase: {_in_sync(ctx, pg, table, name)}")
     rc = reconcile.Reconciler(lambda: service.context(ctx.settings), ctx.settings, interval_s=2.0,
                               holder=f"test-{uuid.uuid4().hex[:6]}")
     actions = _wait("the reconciler to rebase the epoch",

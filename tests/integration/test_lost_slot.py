@@ -10,7 +10,8 @@ Expected: mirror status and metrics report the lost slot; the reconciler records
 repairs the source (new slot, fresh snapshot, keys Postgres no longer has removed) and the
 mirrors end equal to Postgres -- including the rows deleted while the slot was lost, for
 which no DELETE event exists anywhere -- and `cdc mirror verify` exits 0. Postgres is the
-oracle (pg_cluster.wait_in_sync_with reads the tables)."""
+oracle (pg_cluster.wait_in_sync_with reads the tables). Then the slot is lost once more and
+repaired without a daemon, by `cdc mirror resync`."""
 
 from __future__ import annotations
 
@@ -101,21 +102,12 @@ def test_lost_slot_is_reported_and_repaired(env: Env) -> None:
     cname = names.connector_name(SOURCE)
 
     # The connector stops reading; changes go on; Postgres invalidates the slot.
-    ctx.connect.stop(cname)
-    wait_for("connector STOPPED", lambda: (st := ctx.connect.status(cname)) is not None and st.state == "STOPPED", 60)
-    with psycopg.connect(dsn, autocommit=True) as pg:
-        pg.execute("DELETE FROM public.items WHERE id <= 150")
-        pg.execute("UPDATE public.items SET v = 'changed while lost', n = n + 100000 WHERE id BETWEEN 151 AND 300")
-        pg.execute("INSERT INTO public.items SELECT g, 'inserted while lost', g FROM generate_series(2001, 2100) g")
-        pg.execute("DELETE FROM public.events WHERE id % 5 = 0")
-        pg.execute("UPDATE public.events SET v = 'changed while lost' WHERE id % 5 = 1")
-        t0 = time.monotonic()
-        while (wal := _wal_status(dsn)) != "lost":
-            assert time.monotonic() - t0 < 180, f"the slot was not invalidated (wal_status {wal})"
-            pg.execute("INSERT INTO public.filler (pad) SELECT repeat('x', 500) FROM generate_series(1, 5000)")
-            pg.execute("SELECT pg_switch_wal()")
-            pg.execute("CHECKPOINT")
-    print(f"slot lost after {time.monotonic() - t0:.1f}s of WAL generation")
+    _lose_slot(ctx, dsn, cname, [
+        "DELETE FROM public.items WHERE id <= 150",
+        "UPDATE public.items SET v = 'changed while lost', n = n + 100000 WHERE id BETWEEN 151 AND 300",
+        "INSERT INTO public.items SELECT g, 'inserted while lost', g FROM generate_series(2001, 2100) g",
+        "DELETE FROM public.events WHERE id % 5 = 0",
+        "UPDATE public.events SET v = 'changed while lost' WHERE id % 5 = 1"])
 
     # Reported: mirror status (exit 1 in the CLI), metrics.
     st = service.mirror_status(ctx, mirrors["items"])
@@ -177,3 +169,30 @@ def test_lost_slot_is_reported_and_repaired(env: Env) -> None:
         print(out.stdout[-800:], out.stderr[-300:])
         assert out.returncode == 0, out.stdout + out.stderr
     assert cli(ctx.settings.registry_file, "mirror", "status", mirrors["items"]).returncode == 0
+
+    # Without a daemon: lost again, repaired by `cdc mirror resync`.
+    _lose_slot(ctx, dsn, cname, ["DELETE FROM public.events WHERE id % 3 = 0",
+                                 "INSERT INTO public.items VALUES (5000, 'inserted while lost again', 5)"])
+    t0 = time.monotonic()
+    out = cli(ctx.settings.registry_file, "mirror", "resync", mirrors["events"])
+    print(f"`cdc mirror resync` took {time.monotonic() - t0:.1f}s:", out.stdout[-600:], out.stderr[-1500:])
+    assert out.returncode == 0 and "slot repaired" in out.stdout + out.stderr, out.stdout + out.stderr
+    for name in mirrors.values():
+        assert ctx.registry.get_mirror(name).state == "running"
+        report = verify_mirror(ctx, name, settle_timeout=60)
+        assert report.clean, format_report(report)
+
+
+def _lose_slot(ctx: service.Context, dsn: str, cname: str, changes: list[str]) -> None:
+    ctx.connect.stop(cname)
+    wait_for("connector STOPPED", lambda: (st := ctx.connect.status(cname)) is not None and st.state == "STOPPED", 60)
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        for stmt in changes:
+            pg.execute(stmt)
+        t0 = time.monotonic()
+        while (wal := _wal_status(dsn)) != "lost":
+            assert time.monotonic() - t0 < 180, f"the slot was not invalidated (wal_status {wal})"
+            pg.execute("INSERT INTO public.filler (pad) SELECT repeat('x', 500) FROM generate_series(1, 5000)")
+            pg.execute("SELECT pg_switch_wal()")
+            pg.execute("CHECKPOINT")
+    print(f"slot lost after {time.monotonic() - t0:.1f}s of WAL generation")

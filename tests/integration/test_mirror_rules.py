@@ -31,7 +31,7 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from cdc.core import names
-from cdc.core.errors import ConfigError
+from cdc.core.errors import ConfigError, ConflictError
 from cdc.core.models import MirrorRules
 from cdc.core.settings import Settings
 from cdc.mapping import render
@@ -237,6 +237,11 @@ def test_bad_rules_are_refused_with_nothing_created(rules_ctx: service.Context) 
             row_filter="status = 'active'", computed_columns={"x": "NO_SUCH_FUNCTION(amount)"}),
         "not a predicate": MirrorRules(row_filter="amount + 1"),
         "Pinot refuses": MirrorRules(pinot_indexes={"amount": ["json"]}),
+        "'__op' starts with '__'": MirrorRules(row_filter="__op <> 'r'"),
+        "is not allowed in an expression": MirrorRules(row_filter=(
+            "status <> E'\\'' /* /* */ // */ ) FROM (SELECT 1) AS z), false)) AS s; COMMIT; DROP TABLE "
+            "public.customers; SELECT 1 FROM (SELECT * FROM \"public\".\"customers\" AS \"__cdc_t\" WHERE "
+            "COALESCE((SELECT (TRUE --'\nAND TRUE")),
     }
     for words, rules in bad.items():
         t0 = time.monotonic()
@@ -251,6 +256,33 @@ def test_bad_rules_are_refused_with_nothing_created(rules_ctx: service.Context) 
     print(cli.stdout, cli.stderr)
     assert cli.returncode != 0 and "rules.row_filter (--filter)" in cli.stderr, cli.stderr
     assert _mine(ctx) == before
+
+
+def test_masking_over_kept_topics_is_refused(rules_ctx: service.Context) -> None:
+    """A change topic kept by `mirror remove` without --drop-data holds the clear values:
+    adding the table again with masking is refused, nothing created."""
+    from confluent_kafka import Producer
+
+    from cdc.clients.kafka import KafkaAdmin
+    ctx = rules_ctx
+    with psycopg.connect(_dsn(ctx.settings, DB), autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.kept (id int PRIMARY KEY, email text)")
+    topic = names.change_topic(SOURCE, "public", "kept")
+    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
+    kafka.create_topic(topic, 1, render.TOPIC_CONFIG)
+    try:
+        p = Producer({"bootstrap.servers": ctx.settings.kafka_bootstrap})
+        p.produce(topic, key=b'{"id":1}', value=json.dumps({"after": {"id": 1, "email": f"clear-{MARK}"}}).encode())
+        assert p.flush(30) == 0
+        before = _mine(ctx)
+        with pytest.raises(ConflictError) as err:
+            service.add_mirror(ctx, "public", "kept", source=SOURCE, rules=MirrorRules(mask_columns={"email": "hash"}),
+                               progress=print)
+        print(err.value)
+        assert topic in str(err.value) and "--drop-data" in str(err.value)
+        assert _mine(ctx) == before
+    finally:
+        kafka.delete_topic(topic)
 
 
 def test_rules_end_to_end(rules_ctx: service.Context) -> None:

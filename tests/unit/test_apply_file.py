@@ -4,6 +4,7 @@ and the models agree; the shipped example is valid."""
 from __future__ import annotations
 
 import json
+import time
 import typing
 from pathlib import Path
 
@@ -194,3 +195,38 @@ def test_the_readme_shows_the_example() -> None:
     shown, example = apply_file.loads(block), apply_file.load(ROOT / "examples" / "mirrors.yaml")
     assert [d.source for d in shown.sources] == [d.source for d in example.sources]
     assert [d.spec for d in shown.mirrors] == [d.spec for d in example.mirrors]
+
+
+# -- what a small file must not be able to do -----------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    # an alias of its own container: expanding it never ends (was a RecursionError, a 500 over REST)
+    ("mirrors: &a [*a]\n", ["mirrors.yaml:1: mirrors: anchors (&a) and aliases (*a) are not accepted in apply "
+                            "files: write each value out"]),
+    ("mirrors: &m []\n", ["mirrors.yaml:1: mirrors: anchors (&m) and aliases (*m) are not accepted in apply files: "
+                          "write each value out"]),
+    ("x: &r {table: t}\nmirrors:\n  - *r\n",
+     ["mirrors.yaml:1: x: anchors (&r) and aliases (*r) are not accepted in apply files: write each value out"]),
+])
+def test_anchors_and_aliases_are_refused(text: str, expected: list[str]) -> None:
+    assert _errors(text) == expected
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    """Each level repeats the one before 9 times: 13 levels are 9**13 (2.5e12) nodes from a
+    file of ~500 bytes. Refused at the first alias, without building anything."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 14)]
+    text = "\n".join(levels) + "\nmirrors: []\n"
+    assert len(text) < 1500
+    started = time.monotonic()
+    problems = _errors(text)
+    assert time.monotonic() - started < 1
+    assert problems == ["mirrors.yaml:1: a0: anchors (&a0) and aliases (*a0) are not accepted in apply files: "
+                        "write each value out"]
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    text = "mirrors: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert _errors(text) == ["mirrors.yaml:1: mirrors" + "[0]" * 63 +
+                             ": nested deeper than 64 levels (an apply file needs a handful)"]

@@ -150,7 +150,8 @@ def test_flink_statements_shape() -> None:
     kinds = [s.split("(")[0].split("`")[0].strip() for s in stmts]
     assert kinds == ["SET 'pipeline.name' = 'cdc-mirror-sales_order_items'", "SET 'execution.checkpointing.interval' = '10 s'",
                      "DROP TEMPORARY TABLE IF EXISTS", "CREATE TEMPORARY TABLE", "DROP TEMPORARY TABLE IF EXISTS",
-                     "CREATE TEMPORARY TABLE", "INSERT INTO"]
+                     "CREATE TEMPORARY TABLE", "DROP TEMPORARY TABLE IF EXISTS", "CREATE TEMPORARY TABLE",
+                     "EXECUTE STATEMENT SET\nBEGIN\nINSERT INTO"]
     assert not any("-- @statement" in s for s in stmts)
 
 
@@ -176,13 +177,13 @@ def test_flink_flat_table_keys_and_partitioner() -> None:
 
 
 def test_flink_insert_flattens_with_quoted_identifiers() -> None:
-    ins = flink()[6]
-    assert ins.startswith("INSERT INTO `cdc_flat__sales_order_items`")
+    ins = flink()[-1]
+    assert ins.startswith("EXECUTE STATEMENT SET\nBEGIN\nINSERT INTO `cdc_flat__sales_order_items`")
     for fragment in ["CASE WHEN `op` = 'd' THEN `before`.`tenant id` ELSE `after`.`tenant id` END AS `tenant id`",
                      "CASE WHEN `op` = 'd' THEN `before`.`qty``s` ELSE `after`.`qty``s` END AS `qty``s`",
                      "`op` = 'd' AS `__deleted`", "`change_offset` AS `__seq`",
                      "`source`.`ts_ms` AS `__source_ts_ms`", "`op` AS `__op`",
-                     "ARRAY_REMOVE(`raw`.`tags`, NULL) AS `tags`", "WHERE `op` IN ('c', 'r', 'u', 'd')"]:
+                     "CASE WHEN `raw`.`__bad` = '' THEN ARRAY_REMOVE(`raw`.`tags`, NULL) END AS `tags`", "WHERE `op` IN ('c', 'r', 'u', 'd')"]:
         assert fragment in ins
 
 
@@ -275,3 +276,20 @@ def test_rendered_json_templates_are_plain_json() -> None:
     cfg = render.render_connector(source(), [orders()], kafka_bootstrap=BOOT, password_ref=None)
     assert json.loads(json.dumps(cfg)) == cfg
     assert not any("{#" in v or "#}" in v for v in cfg.values())
+
+
+def test_flink_dead_letters_take_rows_that_cannot_convert() -> None:
+    """A value a conversion cannot take (a timestamptz outside years 1-9999) goes with its key
+    to the dead-letter topic instead of failing the job; every other row to the flat topic."""
+    stmts = flink()
+    dlq, job = stmts[7], stmts[-1]
+    assert "'topic' = 'cdc.dlq.sales_order_items'" in dlq and "`mirror_key` STRING" in dlq
+    flat_insert, dead_insert = job.split("INSERT INTO")[1:]
+    # a row that cannot be converted leaves the flat topic as a delete of its key (never stale)
+    assert "WHERE `raw`.`__bad_key` = ''" in flat_insert and "WHERE `raw`.`__bad` <> ''" in dead_insert
+    assert "`raw`.`__deleted` OR `raw`.`__bad` <> '' AS `__deleted`" in flat_insert
+    assert "CASE WHEN `raw`.`__bad` = '' THEN `raw`.`note` END AS `note`" in flat_insert
+    # the one convertible-or-not column of orders() is `created` (timestamptz): its check names it
+    assert "THEN 'created' END" in job and "REGEXP(CASE WHEN `op` = 'd' THEN `before`.`created`" in job
+    assert "JSON_OBJECT(KEY 'tenant id' VALUE `raw`.`tenant id`, KEY 'Id' VALUE `raw`.`Id`)" in dead_insert
+    assert job.rstrip().endswith("END")

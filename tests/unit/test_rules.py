@@ -9,7 +9,7 @@ import json
 import pytest
 from psycopg import sql
 
-from cdc.core.errors import ConfigError
+from cdc.core.errors import ConfigError, ConflictError
 from cdc.core.models import Column, MirrorRules, MirrorSpec, Source, TableInfo
 from cdc.mapping import render, rules
 
@@ -82,6 +82,16 @@ def test_kept_columns_include_exclude_and_the_key_always() -> None:
     (MirrorRules(pinot_indexes={"ssn": ["inverted"]}, exclude_columns=["ssn"]), "is not mirrored"),
     (MirrorRules(pinot_indexes={"nope": ["inverted"]}), "neither a column nor a computed column"),
     (MirrorRules(pinot_indexes={"email": ["range", "range"]}), "each index kind once"),
+    # the job's own columns are not the row's (review: __op <> 'r' dropped snapshot rows)
+    (MirrorRules(row_filter="__op <> 'r'"), "rules.row_filter (--filter): '__op' starts with '__'"),
+    (MirrorRules(row_filter="`__cdc_c1` = 'x'"), "rules.row_filter (--filter): '__cdc_c1' starts with '__'"),
+    (MirrorRules(row_filter="NOT __deleted"), "'__deleted' starts with '__'"),
+    (MirrorRules(computed_columns={"k": "__cdc_keep"}), "rules.computed_columns['k'] (--compute): '__cdc_keep'"),
+    (MirrorRules(computed_columns={"b": "__bad || __bad_key"}), "'__bad' starts with '__'"),
+    (MirrorRules(row_filter="__seq > 0 OR __source_ts_ms > 0"), "'__seq' starts with '__'"),
+    # unquoted capitals: Flink keeps them, Postgres (verify) folds them
+    (MirrorRules(row_filter="Amount > 10"), "rules.row_filter (--filter): Amount is unquoted"),
+    (MirrorRules(computed_columns={"a2": "Amount * 2"}), "rules.computed_columns['a2'] (--compute): Amount"),
 ])
 def test_check_refuses_naming_the_field(r: MirrorRules, words: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -89,9 +99,70 @@ def test_check_refuses_naming_the_field(r: MirrorRules, words: str) -> None:
     assert words in err.value.message
 
 
+# What Flink and Postgres would read differently from cdc's checker: Postgres' E'' escapes and
+# nested /* */, Flink's // comments; verify ran the filter in Postgres with the simple protocol.
+INJECTION = ("name <> E'\\'' /* /* */ // */ ) FROM (SELECT 1) AS z), false)) AS s; COMMIT; SET "
+             "default_transaction_read_only = off; DROP TABLE victim; SELECT 1 FROM (SELECT * FROM \"public\".\"t\" "
+             "AS \"__cdc_t\" WHERE COALESCE((SELECT (TRUE --'\nAND TRUE")
+
+
+@pytest.mark.parametrize("text, words", [
+    (INJECTION, "is not allowed"),
+    ("doc <> E'\\''", "is not allowed"),                 # Postgres: escape string; Flink: E then a literal
+    ("doc <> e'x'", "right after a word"),
+    ("doc <> U&'\\0041'", "is not allowed"),
+    ("doc <> N'x' OR doc <> X'00'", "right after a word"),
+    ("doc = $$x$$", "'$' is not allowed"),
+    ("doc = $1", "'$' is not allowed"),
+    ("doc = 'a\\' OR TRUE", "'\\\\' is not allowed"),        # a backslash, even inside a literal
+    ("id > 1 // comment", "'//' is not allowed"),
+    ("id > 1 /* comment */", "'/*' is not allowed"),
+    ("id > 1 --", "'--' is not allowed"),
+    ("id > 1; SELECT 1", "';' is not allowed"),
+    ("\"Amount\" > 1", "quote identifiers with backticks"),
+    ("`a;b` > 1", "backtick"),
+    ("`a``b` > 1", "backtick"),
+    ("`a */ b` > 1", "backtick"),
+    ("doc::text = 'x'", "':' is not allowed"),
+    ("doc ~ 'x'", "'~' is not allowed"),
+    ("`__cdc_t`.ssn = 'x'", "qualified"),
+    ("v.id > 1", "qualified"),
+    ("id != 1", "'!' is not allowed"),
+    ("id > 0x1F", "number"),
+    ("id > 1_000", "number"),
+    ("id > 1 \x00", "is not allowed"),
+])
+def test_expression_checker_refuses_what_two_parsers_could_read_differently(text: str, words: str) -> None:
+    for r in (MirrorRules(row_filter=text), MirrorRules(computed_columns={"x": text})):
+        with pytest.raises(ConfigError) as err:
+            rules.check(spec(r), people(), ["id"])
+        assert words in err.value.message, err.value.message
+
+
+def test_pg_expression_refuses_what_the_checker_refuses() -> None:
+    """A rule stored before the strict checker existed never reaches Postgres (verify)."""
+    from cdc.mirrors.verify import _Table
+    with pytest.raises(ConfigError):
+        rules.pg_expression(INJECTION)
+    stored = MirrorSpec(name="app_people", schema_name="app", table_name="People List",
+                        rules=MirrorRules(row_filter=INJECTION))
+    with pytest.raises(ConfigError):
+        _Table(people(), ["id"], stored)
+
+
 def test_check_accepts_quotes_and_parentheses_inside_literals() -> None:
     rules.check(spec(MirrorRules(row_filter="doc = ')(;--' AND `Amount` > (1 + 2)")), people(), ["id"])
     rules.check(spec(FULL, TYPES), people(), ["id"])
+
+
+def test_computed_name_cannot_repeat_the_mapped_name_of_a_column() -> None:
+    """"a b" becomes a_b_2 in the mirror when a_b exists, even with a_b excluded: the check
+    must see the names the artifacts are rendered with."""
+    t = TableInfo(schema_name="app", table_name="t", primary_key=["id"], columns=[
+        col("id", "integer", "int4", 1, nullable=False), col("a b", "text", "text", 2), col("a_b", "text", "text", 3)])
+    r = MirrorRules(exclude_columns=["a_b"], computed_columns={"a_b_2": "1"})
+    with pytest.raises(ConfigError, match="'a_b_2' is already a column"):
+        rules.check(MirrorSpec(name="app_t", schema_name="app", table_name="t", rules=r), t, ["id"])
 
 
 def test_private_prefix_refused_only_with_filter_or_computed() -> None:
@@ -141,7 +212,7 @@ def test_hash_needs_the_salt_and_the_salt_is_shown_redacted() -> None:
 
 def test_flatten_job_with_filter_and_computed_columns() -> None:
     stmts = flink(spec(FULL, TYPES))
-    change, flat, insert = stmts[3], stmts[5], stmts[6]
+    change, flat, insert = stmts[3], stmts[5], stmts[-1]
     assert "`ssn`" not in change and "`email` STRING" in change          # excluded: not even read
     assert "`amount_x2` STRING" in flat and "`tag` STRING" in flat and "`ssn`" not in flat
     assert "COALESCE((`Amount` >= 10 AND born < DATE '2000-01-01'), FALSE) AS `__cdc_keep`" in insert
@@ -227,8 +298,8 @@ def test_index_names_are_mirror_column_names() -> None:
 # ---------------------------------------------------------------- Postgres (verify's oracle)
 
 def test_pg_expression_translates_backticks_only_outside_strings() -> None:
-    assert rules.pg_expression("`Amount` > 1 AND s = '`x`' AND `a``b\"c` LIKE 'x%'") == \
-        '"Amount" > 1 AND s = \'`x`\' AND "a`b""c" LIKE \'x%%\''
+    assert rules.pg_expression("`Amount` > 1 AND s = '`x`' AND `a b-c` LIKE 'x%'") == \
+        '"Amount" > 1 AND s = \'`x`\' AND "a b-c" LIKE \'x%%\''
 
 
 def test_pg_masks_as_debezium_does() -> None:
@@ -248,6 +319,23 @@ def test_pg_view_gives_timestamps_as_epoch_microseconds() -> None:
     assert not any('"email"' in v or '"ssn"' in v for v in view)
 
 
+def test_pg_view_reads_values_as_flink_compares_them() -> None:
+    """char(n) with its padding, text in code-point order (COLLATE "C"), numeric NaN/Infinity as
+    NULL (the job's conversion): a filter means in Postgres what it means in Flink."""
+    t = people()
+    t.columns += [col("big", "numeric", "numeric", 10), col("tag", "citext", "citext", 11),
+                  col("any_len", "bpchar", "bpchar", 12)]
+    view = {v.rsplit(" AS ", 1)[1]: v.rsplit(" AS ", 1)[0] for v in rules.pg_view(MirrorRules(), t, ["id"], '"t"')}
+    assert view['"code"'] == 'rpad("t"."code"::text, 4) COLLATE "C"'
+    assert view['"email"'] == '"t"."email"::text COLLATE "C"' and view['"phone"'] == '"t"."phone"::text COLLATE "C"'
+    assert view['"tag"'] == '"t"."tag"::text COLLATE "C"'                  # citext: case-sensitive, as in Flink
+    assert "concat(" in view['"any_len"'] and 'COLLATE "C"' in view['"any_len"']   # no length: stored padding
+    assert view['"Amount"'] == ("CASE WHEN \"t\".\"Amount\"::text IN ('NaN', 'Infinity', '-Infinity') THEN NULL "
+                                "ELSE \"t\".\"Amount\" END")
+    assert view['"big"'].endswith('ELSE "t"."big"::text END')             # Flink sees its text (VIEW_TYPES)
+    assert view['"id"'] == '"t"."id"' and view['"doc"'] == '"t"."doc"'
+
+
 def test_verify_table_applies_the_rules_in_postgres() -> None:
     from cdc.mirrors.verify import _Table
     s = spec(FULL, TYPES)
@@ -259,6 +347,52 @@ def test_verify_table_applies_the_rules_in_postgres() -> None:
     rel = t.rel.as_string(None)
     assert rel.startswith('(SELECT * FROM "app"."People List" AS "__cdc_t" WHERE COALESCE((SELECT ("Amount" >= 10')
     assert isinstance(t.rel, sql.Composable)
+
+
+class _Conn:
+    """A psycopg connection double that records how each query would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list, bool | None]] = []
+
+    def __enter__(self) -> _Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def execute(self, query: object, params: object = None, *, prepare: bool | None = None) -> _Conn:
+        text = query if isinstance(query, str) else query.as_string(None)   # type: ignore[attr-defined]
+        self.sent.append((text, list(params or []), prepare))
+        return self
+
+    def fetchall(self) -> list:
+        return []
+
+    def fetchone(self) -> tuple:
+        return ("0/0", 0)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter([])
+
+
+def test_verify_runs_user_expressions_as_one_statement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg sends a query without parameters with the simple protocol, which runs every
+    ';'-separated statement in it: verify's queries carry the user's row filter and --computed
+    SQL, so each must go as one prepared statement (extended protocol: exactly one statement)."""
+    from cdc.mirrors import verify
+    from cdc.postgres import catalog
+    conn = _Conn()
+    monkeypatch.setattr(catalog, "connect", lambda *a, **k: conn)
+    monkeypatch.setattr(catalog, "exact_loaders", lambda c, *a: c)
+    t = verify._Table(people(), ["id"], spec(MirrorRules(row_filter="id > 1")), None, {})
+    list(verify._pg_chunks(conn, t, 10))                        # type: ignore[arg-type]
+    verify._pg_current("dsn", t, [(1,)])
+    user = [(q, p) for q, p, prepare in conn.sent if "__cdc_t" in q and not prepare]
+    assert not user, f"sent with the simple protocol: {user}"
+    verify._pg_count(conn, t)                                   # type: ignore[arg-type]
+    assert all(prepare for q, _, prepare in conn.sent if "__cdc_t" in q)
+    assert sum("__cdc_t" in q for q, _, _ in conn.sent) == 3
 
 
 # ---------------------------------------------------------------- CLI and REST
@@ -317,6 +451,36 @@ def test_mask_salt_is_made_once_0600_and_kept(tmp_path) -> None:  # type: ignore
     assert [p.name for p in f.parent.iterdir()] == ["src.mask-salt"]   # no temporary file left
 
 
+def test_salt_gone_while_mirrors_hash_is_an_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new salt would mix old and new hashes of the same values in the mirror."""
+    from types import SimpleNamespace
+
+    from cdc.core.errors import CdcError
+    from cdc.mirrors import rules_check, sources
+    s = SimpleNamespace(state_dir=tmp_path)
+    hashed = spec(MirrorRules(mask_columns={"email": "hash"}))
+    redacted = MirrorSpec(name="app_x", schema_name="app", table_name="x",
+                          rules=MirrorRules(mask_columns={"phone": "redact"}))
+
+    def ctx(*registered: MirrorSpec, state: str = "running") -> SimpleNamespace:
+        recs = [SimpleNamespace(name=sp.name, spec=sp, state=state) for sp in registered]
+        return SimpleNamespace(settings=s, read_only=False,
+                               registry=SimpleNamespace(list_mirrors=lambda source=None: recs))
+    src = Source(name="src", dsn="x")
+    for registered, extra in (((hashed,), None), ((hashed,), redacted), ((hashed, redacted), None)):
+        with pytest.raises(CdcError) as err:
+            rules_check.connector_rules(ctx(*registered), src, extra)   # type: ignore[arg-type]
+        assert "salt" in err.value.message and "app_people" in err.value.message
+        assert sources.mask_salt(s, "src") is None                      # type: ignore[arg-type]
+    # the last mirror that hashes can still be removed (its table leaves the connector config)
+    rules_check.connector_rules(ctx(hashed, state="removing"), src)    # type: ignore[arg-type]
+    assert sources.mask_salt(s, "src") is None                          # type: ignore[arg-type]
+    # no mirror hashes yet: the first one that does makes the salt, then it is kept
+    _, salt = rules_check.connector_rules(ctx(redacted), src, hashed)   # type: ignore[arg-type]
+    assert salt and sources.mask_salt(s, "src") == salt                 # type: ignore[arg-type]
+    assert rules_check.connector_rules(ctx(hashed), src)[1] == salt     # type: ignore[arg-type]
+
+
 def test_rest_plan_passes_rules_and_never_shows_the_salt(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
@@ -342,3 +506,66 @@ def test_rest_plan_passes_rules_and_never_shows_the_salt(tmp_path) -> None:  # t
     assert r.status_code == 200, r.text
     assert seen["rules"] == MirrorRules(exclude_columns=["ssn"])
     assert SALT not in r.text and "with.salt.<salt>" in r.text
+
+
+# ---------------------------------------------------------------- add over kept topics
+
+class _Kafka:
+    """KafkaAdmin double: topic -> number of records."""
+
+    records: dict[str, int] = {}
+
+    def __init__(self, bootstrap: str) -> None:
+        pass
+
+    def topics(self) -> dict[str, int]:
+        return dict.fromkeys(self.records, 1)
+
+    bootstrap = BOOT
+
+    def end_offsets(self, name: str) -> dict[int, int]:
+        return {0: self.records[name]}
+
+
+def _add_over(monkeypatch: pytest.MonkeyPatch, r: MirrorRules, records: dict[str, int]):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from cdc.clients import kafka
+    from cdc.mirrors import lifecycle
+    plan = lifecycle.MirrorPlan(spec=spec(r), table=people(), source=Source(name="default", dsn="x"), connector={},
+                                flink_sql=[], pinot_schema={}, pinot_table={}, change_topic="cdc.default.app.people",
+                                flat_topic="cdc.flat.app_people")
+    created: list[str] = []
+
+    class Created(Exception):
+        pass
+
+    def add(spec: MirrorSpec, **kw: object) -> None:
+        created.append(spec.name)
+        raise Created
+    monkeypatch.setattr(lifecycle, "plan_mirror", lambda *a, **k: plan)
+    monkeypatch.setattr(lifecycle, "pinot_enabled", lambda ctx: (False, "off"))
+    monkeypatch.setattr(lifecycle, "_check_reachable", lambda ctx, with_pinot: None)
+    monkeypatch.setattr(kafka, "KafkaAdmin", type("K", (_Kafka,), {"records": records}))
+    ctx = SimpleNamespace(settings=SimpleNamespace(kafka_bootstrap=BOOT),
+                          registry=SimpleNamespace(get_mirror=lambda name: None, add_mirror=add),
+                          connect=SimpleNamespace(get_config=lambda name: None))
+    try:
+        lifecycle.add_mirror(ctx, "app", "People List", rules=r, progress=lambda _m: None)  # type: ignore[arg-type]
+    except Created:
+        pass
+    return created
+
+
+@pytest.mark.parametrize("topic", ["cdc.default.app.people", "cdc.flat.app_people"])
+def test_add_with_masking_refused_over_kept_topics_with_records(monkeypatch: pytest.MonkeyPatch, topic: str) -> None:
+    """`mirror remove` without --drop-data keeps the compacted change topic and the flat topic:
+    a mirror added again with masking would replay the clear values they hold."""
+    for r in (MirrorRules(mask_columns={"email": "hash"}), MirrorRules(exclude_columns=["ssn"]),
+              MirrorRules(include_columns=["email"])):
+        with pytest.raises(ConflictError) as err:
+            _add_over(monkeypatch, r, {topic: 3, "other": 1})
+        assert topic in err.value.message and "--drop-data" in (err.value.hint or "")
+    # nothing to hide, or nothing kept: the add goes on
+    assert _add_over(monkeypatch, MirrorRules(row_filter="id > 1"), {topic: 3}) == ["app_people"]
+    assert _add_over(monkeypatch, MirrorRules(mask_columns={"email": "hash"}), {topic: 0}) == ["app_people"]

@@ -4,6 +4,10 @@ a tmp registry, fake readers, FastAPI's TestClient."""
 from __future__ import annotations
 
 import fnmatch
+import json
+import re
+import shutil
+import subprocess
 import threading
 import time
 import tomllib
@@ -180,16 +184,27 @@ def test_the_thread_samples_until_stopped(settings: Settings) -> None:
 
 # -- endpoints --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,media", [("/ui", "text/html"), ("/ui/", "text/html"), ("/ui/app.js", "text/javascript"),
-                                        ("/ui/style.css", "text/css")])
-def test_the_page_files_need_no_token_and_hold_no_data(settings: Settings, path: str, media: str) -> None:
+STATIC = ROOT / "cdc" / "api" / "static"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+       "form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+
+
+@pytest.mark.parametrize("path,file,media", [("/ui", "index.html", "text/html"), ("/ui/", "index.html", "text/html"),
+                                             ("/ui/app.js", "app.js", "text/javascript"),
+                                             ("/ui/style.css", "style.css", "text/css")])
+def test_the_page_files_need_no_token_and_hold_no_data(settings: Settings, path: str, file: str, media: str) -> None:
+    """Served byte for byte as the package holds them (so with no data in them, whatever the
+    registry holds), without a token, under a strict CSP; the data itself needs the token."""
     ctx = service.context(settings)
-    name = _add(ctx, "orders")
+    _add(ctx, "orders")
     ctx.close()
-    r = TestClient(create_app(settings)).get(path)
+    client = TestClient(create_app(settings))
+    r = client.get(path)
     assert r.status_code == 200 and r.headers["content-type"].startswith(media)
-    assert "script-src 'self'" in r.headers["content-security-policy"]
-    assert name not in r.text and "http://" not in r.text.replace("http://www.w3.org/2000/svg", "")  # no CDN
+    assert r.content == (STATIC / file).read_bytes()
+    assert r.headers["content-security-policy"] == CSP and r.headers["x-content-type-options"] == "nosniff"
+    assert "http://" not in r.text.replace("http://www.w3.org/2000/svg", "")  # no CDN
+    assert client.get("/ui/data").status_code == 401
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}])
@@ -274,3 +289,123 @@ def test_serve_sample_interval(settings: Settings) -> None:
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", "--sample-interval", bad])
     assert not any(t.name == "cdc-history" for t in threading.enumerate())
+
+
+# -- text from the server stays text ------------------------------------------------------------
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_failed_readings_are_scrubbed_like_every_api_answer(settings: Settings) -> None:
+    ctx = service.context(settings)
+    a = _add(ctx, "orders")
+    ctx.close()
+    fake = FakeReaders()
+
+    def wal(ctx: Any, src: Any) -> int:
+        raise RuntimeError('connection to "postgresql://cdc:hunter2@db.example:5432/shop" failed: password=hunter2')
+
+    readers = fake.readers()
+    readers.wal = wal
+    sampler = Sampler(lambda: service.context(settings), 10, readers=readers)
+    sampler.sample_once()
+    assert sampler.history.samples(a, now=time.time())[-1].wal_retained_bytes is None
+    (why,) = sampler.history.errors.values()
+    assert "hunter2" not in why and "db.example" in why
+    d = TestClient(create_app(settings, sampler=sampler)).get("/ui/data", headers=AUTH)
+    assert "hunter2" not in d.text
+
+
+def _hostile_data(settings: Settings) -> dict[str, Any]:
+    """/ui/data with markup in an event's reason, a table name, a snapshot reason and an error."""
+    ctx = service.context(settings)
+    a = _add(ctx, HOSTILE)
+    ctx.registry.record_event(a, "error", HOSTILE)
+    ctx.close()
+
+    def snapshots(ctx: Any, mirrors: list[Any]) -> dict[str, Progress]:
+        return {m.name: Progress(table=m.table_name, kind="incremental", state="failed", reason=HOSTILE)
+                for m in mirrors}
+
+    def wal(ctx: Any, src: Any) -> int:
+        raise RuntimeError(HOSTILE)
+
+    readers = FakeReaders().readers()
+    readers.snapshots, readers.wal = snapshots, wal
+    sampler = Sampler(lambda: service.context(settings), 10, readers=readers)
+    sampler.sample_once()
+    r = TestClient(create_app(settings, sampler=sampler)).get("/ui/data", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    d = r.json()
+    assert d["events"][0]["reason"] == HOSTILE and d["mirrors"][0]["table"] == f"public.{HOSTILE}"
+    assert d["mirrors"][0]["snapshot"]["reason"] == HOSTILE and HOSTILE in d["errors"].values()
+    return d
+
+
+def test_hostile_markup_is_data_and_the_page_has_no_html_sink(settings: Settings) -> None:
+    """The data answers markup as JSON strings; the page never turns a string into HTML (no
+    innerHTML, outerHTML, insertAdjacentHTML, document.write, eval), and the CSP forbids
+    inline script and other origins even if it did."""
+    _hostile_data(settings)
+    js = (STATIC / "app.js").read_text()
+    code = re.sub(r"(?m)(^|\s)//.*$", "", js)                     # comments may name what the code avoids
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                 "DOMParser", "createContextualFragment", "srcdoc"):
+        assert sink not in code, sink
+    r = TestClient(create_app(settings)).get("/ui")
+    assert HOSTILE not in r.text and r.headers["content-security-policy"] == CSP
+
+
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed: the page's script is checked statically")
+
+
+def _run_page(tmp_path: Path, hash: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    """app.js under node with a fake DOM (tests/unit/js/run_app.js) that records what it built."""
+    args = [str(NODE), str(ROOT / "tests" / "unit" / "js" / "run_app.js"), str(STATIC / "app.js"), hash]
+    if data is not None:
+        (tmp_path / "data.json").write_text(json.dumps(data))
+        args.append(str(tmp_path / "data.json"))
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+def _texts(node: Any) -> list[str]:
+    if isinstance(node, dict) and "text" in node:
+        return [node["text"]]
+    return [t for c in (node.get("children") or []) for t in _texts(c)] if isinstance(node, dict) else []
+
+
+@needs_node
+def test_the_page_renders_hostile_markup_as_text(settings: Settings, tmp_path: Path) -> None:
+    page = _run_page(tmp_path, "#token=" + TOKEN, _hostile_data(settings))
+    assert page["error"] is None and page["used"] == [] and page["fetched"] == 1
+    assert page["stored"] == {"cdc-api-token": TOKEN} and page["hash"] == ""        # out of the address bar
+    assert not {"img", "script", "iframe", "object"} & set(page["created"])
+    ids = page["ids"]
+    assert ids["main"]["hidden"] is False
+    assert HOSTILE in _texts(ids["events"]["tBodies"][0])                     # the reason, as one text
+    mirrors = _texts(ids["mirrors"]["tBodies"][0])
+    assert f"shop · public.{HOSTILE}" in mirrors and HOSTILE in mirrors        # the table, the snapshot reason
+    assert f"slot WAL: shop: {HOSTILE}" in _texts(ids["errors"])
+
+
+@needs_node
+@pytest.mark.parametrize("fragment", ["#token=%", "#token=%E0%A4%A", "#x=1&token=abc%zz"])
+def test_a_malformed_token_fragment_shows_the_form(tmp_path: Path, fragment: str) -> None:
+    """decodeURIComponent throws on a bad escape: the page must not stay on "loading…"."""
+    page = _run_page(tmp_path, fragment, None)
+    assert page["error"] is None
+    ids = page["ids"]
+    assert ids["login"]["hidden"] is False and ids["main"]["hidden"] is True
+    assert "not valid" in _texts(ids["login-message"])[0]
+    assert _texts(ids["status"]) == ["not signed in"] and page["hash"] == "" and page["stored"] == {}
+    assert page["fetched"] == 0
+
+
+@needs_node
+def test_without_a_fragment_the_page_polls(settings: Settings, tmp_path: Path) -> None:
+    page = _run_page(tmp_path, "", None)                      # no token: the server answers 401
+    assert page["error"] is None and page["fetched"] == 1
+    assert page["ids"]["login"]["hidden"] is False
+    assert _texts(page["ids"]["login-message"]) == ["This service needs its API token."]

@@ -9,11 +9,19 @@
   const $ = (id) => document.getElementById(id);
 
   // -- the token: a #token=... fragment (never sent to the server), else the form ----------
+  let waitingForToken = false;   // a fragment that could not be read: no polling until the form is sent
+
+  // false when the fragment's token is not valid URL encoding (decodeURIComponent throws)
   function takeTokenFromFragment() {
     const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
-    if (m) {
+    if (!m) return true;
+    history.replaceState(null, "", location.pathname + location.search);   // out of the address bar
+    try {
       sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
-      history.replaceState(null, "", location.pathname + location.search);   // out of the address bar
+      return true;
+    } catch (err) {
+      sessionStorage.removeItem(KEY);
+      return false;
     }
   }
 
@@ -30,6 +38,7 @@
     e.preventDefault();
     sessionStorage.setItem(KEY, $("token").value.trim());
     $("token").value = "";
+    waitingForToken = false;
     poll();
   });
 
@@ -185,7 +194,11 @@
     render(await resp.json());
   }
 
-  takeTokenFromFragment();
-  poll();
-  setInterval(poll, POLL_MS);
+  if (takeTokenFromFragment()) {
+    poll();
+  } else {
+    waitingForToken = true;
+    showLogin("The token in the address (#token=…) is not valid URL encoding: enter it here.");
+  }
+  setInterval(() => { if (!waitingForToken) poll(); }, POLL_MS);
 })();
