@@ -349,7 +349,12 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
     if dead not in existing:
         journal.register("delete_topic", topic=dead)
     kafka.ensure_topic(dead, 1, render.DEAD_LETTER_TOPIC_CONFIG)
-    if use_pinot:
+    if use_pinot and ctx.controller.get_table(spec.name) is not None:
+        # kept by a `mirror remove` without --drop-data: it goes on reading the kept flat topic
+        # (its rows are pruned and re-read like the topic's); never ours to delete on a rollback
+        progress(f"pinot: REALTIME table {spec.name} kept from an earlier mirror: schema updated, table reused")
+        ctx.controller.add_schema(plan.pinot_schema, override=True)
+    elif use_pinot:
         progress(f"pinot: schema and REALTIME upsert table {spec.name}")
         journal.register("delete_pinot", name=spec.name)
         ctx.controller.add_schema(plan.pinot_schema, override=True)
