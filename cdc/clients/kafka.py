@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import TimeoutError as FutureTimeout
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -42,6 +44,9 @@ class KafkaAdmin:
                 if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue
                 raise UnreachableError(self.system, f"describe topic {name}: {exc}") from None
+            except FutureTimeout:       # no broker answered in time (restarting, down)
+                raise UnreachableError(self.system, f"describe topic {name}: no answer within {self.timeout:g}s",
+                                       hint="is Kafka running? `cdc stack status`") from None
             out[name] = (str(d.topic_id), len(d.partitions))
         return out
 

@@ -85,3 +85,10 @@ class TransientRemoteError(RemoteError):
 
 class PermanentRemoteError(RemoteError):
     pass
+
+
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """The first line of an exception's text, or its type's name when it has none (a bare
+    TimeoutError()): for events, logs and status fields."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.core import names
-from cdc.core.errors import (CdcError, ConfigError, ConflictError, NotFoundError, PreflightError, RemoteError,
+from cdc.core.errors import (first_line, CdcError, ConfigError, ConflictError, NotFoundError, PreflightError, RemoteError,
                              TransientRemoteError, UnreachableError)
 from cdc.core.models import MirrorRules, MirrorSpec, Source, TableInfo
 from cdc.mapping import render
@@ -262,7 +262,7 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
             record, request = _create(ctx, plan, journal, kafka, use_pinot, why, replica_identity_full and bool(key),
                                       progress)
         except BaseException as exc:
-            progress(f"mirror {spec.name}: failed ({str(exc).splitlines()[0][:200]}); undoing what was created")
+            progress(f"mirror {spec.name}: failed ({first_line(exc, 200)}); undoing what was created")
             undo(ctx, spec.name, journal.steps, progress)
             ctx.registry.remove_mirror(spec.name)
             raise
@@ -422,7 +422,7 @@ def undo(ctx: Context, mirror: str, steps: list[rollback.Step], progress: Progre
                     time.sleep(2.0 * attempt)
             progress(f"  undone: {step.describe()}")
         except Exception as exc:  # keep undoing the rest
-            failed.append(f"{step.describe()}: {str(exc).splitlines()[0][:200]}")
+            failed.append(f"{step.describe()}: {first_line(exc, 200)}")
             progress(f"  could not {step.describe()}: {exc}")
     return failed
 
@@ -438,9 +438,15 @@ def _undo_step(ctx: Context, mirror: str, step: rollback.Step) -> None:
             ctx.controller.delete_table(a["name"])
             ctx.controller.delete_schema(a["name"])
     elif step.kind == "cancel_jobs":            # the job id is only known once the submit returned
-        for job in ctx.jobmanager.jobs():
-            if job.name == a["pipeline"] and job.state not in _ENDED_JOB_STATES:
-                ctx.jobmanager.cancel(job.id)
+        cancelled = [job.id for job in ctx.jobmanager.jobs()
+                     if job.name == a["pipeline"] and job.state not in _ENDED_JOB_STATES]
+        for jid in cancelled:
+            ctx.jobmanager.cancel(jid)
+        deadline = time.monotonic() + 60       # undone means gone: no job left CANCELLING behind
+        while cancelled and time.monotonic() < deadline:
+            cancelled = [j for j in cancelled if ctx.jobmanager.job_state(j) not in _ENDED_JOB_STATES | {None}]
+            if cancelled:
+                time.sleep(0.5)
     elif step.kind == "connector":              # rendered from the registry: other adds since stay
         src, cname = get_source(ctx, a["source"]), a["connector"]
         if any(m.name != mirror for m in ctx.registry.list_mirrors(source=src.name)):

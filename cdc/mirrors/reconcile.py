@@ -54,7 +54,7 @@ from cdc.mapping import render
 from cdc.mirrors import service
 from cdc.clients.connect import ConnectorStatus
 from cdc.core.settings import Settings
-from cdc.core.errors import PermanentRemoteError, RemoteError
+from cdc.core.errors import PermanentRemoteError, RemoteError, first_line
 from cdc.mirrors.registry import MirrorRecord
 
 log = logging.getLogger(__name__)
@@ -447,7 +447,7 @@ def apply(ctx: service.Context, actions: list[Action], backoff: Backoff | None =
             status, detail = _execute(ctx, a, stuck_after_s)
         except Exception as exc:  # one broken mirror must not stop the others
             delay = backoff.failed(key) if backoff is not None else 0.0
-            detail = str(exc).splitlines()[0][:500]
+            detail = first_line(exc)
             n = backoff.failures(key) if backoff is not None else 1
             ctx.registry.record_event(a.mirror, f"reconcile:{a.kind}:failed",
                                       f"{a.reason}: {detail}; attempt {n}, next in {delay:.0f}s")
@@ -518,7 +518,7 @@ class Reconciler:
                 self.run_once()
                 self.stats.last_error = None
             except Exception as exc:  # keep reconciling; the next pass may succeed
-                self.stats.last_error = str(exc).splitlines()[0][:500]
+                self.stats.last_error = ((str(exc).splitlines() or [""])[0] or type(exc).__name__)[:500]
                 log.exception("reconcile pass failed")
             self._stop.wait(self.interval_s)
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from cdc.core import names
-from cdc.core.errors import CdcError, ConfigError, RemoteError
+from cdc.core.errors import CdcError, ConfigError, RemoteError, first_line
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors import dead_letters, snapshot
 from cdc.mirrors.lifecycle import get_mirror
@@ -27,7 +27,7 @@ def _snapshot_status(ctx: Context, rec: MirrorRecord) -> tuple[dict[str, Any], M
         p = snapshot.progress_of(ctx, rec, get_source(ctx, rec.spec.source))
         return p.as_dict(), snapshot.settle(ctx, rec, p)
     except Exception as exc:  # Kafka, Postgres or Connect: status must still answer
-        return {"error": str(exc).splitlines()[0][:300]}, rec
+        return {"error": first_line(exc, 300)}, rec
 
 
 def _last_schema_change(ctx: Context, name: str) -> dict[str, Any] | None:
@@ -75,7 +75,7 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
         if rep := _last_slot_repair(ctx, name):
             out["slot"]["repair"] = rep
     except (CdcError, psycopg.Error) as exc:
-        out["slot"] = {"error": str(exc).splitlines()[0]}
+        out["slot"] = {"error": first_line(exc)}
     try:
         dl = dead_letters.summary(ctx.settings.kafka_bootstrap, name)
         dl["superseded"] = dead_letters.acknowledged(ctx.registry.list_events(name, limit=500))
@@ -84,7 +84,7 @@ def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
         if out["degraded"]:
             out["dead_letters"]["hint"] = dead_letters.HINT.replace("NAME", name)
     except Exception as exc:   # Kafka unreachable: status still answers, and says it does not know
-        out["dead_letters"] = {"error": str(exc).splitlines()[0][:300]}
+        out["dead_letters"] = {"error": first_line(exc, 300)}
     use_pinot, why = pinot_enabled(ctx)
     if not use_pinot:
         out["pinot"] = {"enabled": False, "reason": why}

@@ -47,7 +47,7 @@ def observe(ctx: Context, mirrors: list[MirrorRecord]) -> dict[str, tuple[str, i
     try:
         found = KafkaAdmin(ctx.settings.kafka_bootstrap, timeout=5).describe(sorted(set(topics.values())))
     except RemoteError:
-        return None
+        return None     # unknown, never "recreated": no decision this pass
     return {m: found.get(t) for m, t in topics.items()}
 
 
