@@ -75,3 +75,12 @@ def test_pure_layers_import_no_io_layer(layer: str) -> None:
     bad = {m: sorted(d for d in deps if d.startswith(io_layers))
            for m, deps in import_graph().items() if m.startswith(layer)}
     assert not {m: d for m, d in bad.items() if d}
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """pytest imports test files by basename (no packages under tests/): two test_x.py in
+    different folders make the whole `pytest tests` run fail at collection."""
+    from collections import Counter
+    root = Path(__file__).resolve().parents[1]
+    counts = Counter(p.name for p in root.rglob("test_*.py"))
+    assert [n for n, c in counts.items() if c > 1] == []
