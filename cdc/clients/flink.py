@@ -17,6 +17,7 @@ the exception text is the body of the 500 the result endpoint returns ({"errors"
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -229,6 +230,11 @@ class CheckpointInfo(BaseModel):
     is_savepoint: bool = False
 
 
+# Job states in which the job exists and will (or may) process again without our help.
+ALIVE_JOB_STATES = frozenset({"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "RECONCILING",
+                              "FAILING", "CANCELLING"})
+
+
 class JobManagerClient:
     """Flink JobManager REST (local stack: http://127.0.0.1:8081)."""
 
@@ -255,6 +261,17 @@ class JobManagerClient:
     def job_state(self, job_id: str) -> str | None:
         body = self.job(job_id)
         return None if body is None else str(body.get("state"))
+
+    def wait_ended(self, job_id: str, timeout: float = 60.0) -> str | None:
+        """Poll until the job is no longer alive (an end state, or unknown to the JobManager);
+        return its last state. A job still alive after `timeout` is a TransientRemoteError."""
+        deadline = time.monotonic() + timeout
+        while (state := self.job_state(job_id)) in ALIVE_JOB_STATES:
+            if time.monotonic() > deadline:
+                raise TransientRemoteError(self.http.label, f"job {job_id} still {state} after {timeout:.0f}s",
+                                           hint=f"check the JobManager: GET /jobs/{job_id}")
+            time.sleep(0.2)
+        return state
 
     def cancel(self, job_id: str) -> bool:
         """PATCH /jobs/{id}?mode=cancel. False when the job is unknown (nothing to cancel)."""

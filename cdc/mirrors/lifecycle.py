@@ -442,11 +442,8 @@ def _undo_step(ctx: Context, mirror: str, step: rollback.Step) -> None:
                      if job.name == a["pipeline"] and job.state not in _ENDED_JOB_STATES]
         for jid in cancelled:
             ctx.jobmanager.cancel(jid)
-        deadline = time.monotonic() + 60       # undone means gone: no job left CANCELLING behind
-        while cancelled and time.monotonic() < deadline:
-            cancelled = [j for j in cancelled if ctx.jobmanager.job_state(j) not in _ENDED_JOB_STATES | {None}]
-            if cancelled:
-                time.sleep(0.5)
+        for jid in cancelled:                  # undone means gone: no job left CANCELLING behind
+            ctx.jobmanager.wait_ended(jid)
     elif step.kind == "connector":              # rendered from the registry: other adds since stay
         src, cname = get_source(ctx, a["source"]), a["connector"]
         if any(m.name != mirror for m in ctx.registry.list_mirrors(source=src.name)):

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from cdc.clients import flink
 from cdc.core import names
 from cdc.postgres import catalog, slots
 from cdc.mapping import render
@@ -41,9 +42,7 @@ from cdc.core.errors import CdcError, ConflictError, RemoteError
 from cdc.mirrors.registry import MirrorRecord
 
 RESTORE_KEY = "execution.state-recovery.path"
-# Job states in which the job exists and will (or may) process again without our help.
-ALIVE_JOB_STATES = frozenset({"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "RECONCILING",
-                              "FAILING", "CANCELLING"})
+ALIVE_JOB_STATES = flink.ALIVE_JOB_STATES
 _JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 _SAVEPOINT_IN_REASON = re.compile(r"\bsavepoint (\S+?)(?:;|$|\s)")
 
@@ -178,13 +177,7 @@ def _job_state(ctx: service.Context, job_id: str | None) -> str | None:
 def _wait_job_ended(ctx: service.Context, job_id: str, timeout: float = 60.0) -> str | None:
     """The savepoint is COMPLETED a moment before the job reaches FINISHED; wait for it, so
     a resume can never run next to the old job."""
-    deadline = time.monotonic() + timeout
-    while (state := _job_state(ctx, job_id)) in ALIVE_JOB_STATES:
-        if time.monotonic() > deadline:
-            raise CdcError(f"job {job_id} still {state} {timeout:.0f}s after its savepoint",
-                           hint=f"check the JobManager: GET /jobs/{job_id}")
-        time.sleep(0.2)
-    return state
+    return ctx.jobmanager.wait_ended(job_id, timeout)
 
 
 def pause_mirror(ctx: service.Context, name: str) -> str:

@@ -214,6 +214,23 @@ def _live_jobs(ctx: Context, rec: MirrorRecord) -> list[str]:
     return ids
 
 
+def redeploy(ctx: Context, rec: MirrorRecord, dep: Deployment) -> tuple[str, list[str], float]:
+    """Replace the mirror's job by one deployed as `dep` (stamped now): every live job of the
+    mirror cancelled and gone first, then the new one submitted and recorded. Returns the new
+    job id, the cancelled ones and the seconds the submit took."""
+    from cdc.mirrors.ops import _wait_job_ended
+    cancelled = _live_jobs(ctx, rec)
+    for jid in cancelled:
+        ctx.jobmanager.cancel(jid)
+    for jid in cancelled:
+        _wait_job_ended(ctx, jid)
+    dep = dep.model_copy(update={"deployed_at": time.time()})
+    started = time.monotonic()
+    job = ctx.gateway.submit_job(flink_sql(ctx, rec, dep), {"pipeline.name": names.flink_pipeline(rec.name)})
+    ctx.registry.update_mirror(rec.name, flink_job_id=job, deployment=dep)
+    return job, cancelled, time.monotonic() - started
+
+
 def _pinot_add_columns(ctx: Context, rec: MirrorRecord, table: TableInfo) -> str:
     """On a real Pinot: the schema gains the column (a backward-compatible update), then a
     reload gives existing segments its default (NULL). In-process reads render the schema from
@@ -240,21 +257,13 @@ def follow(ctx: Context, name: str) -> tuple[str, str]:
     if not ch.followable:
         return mark_unsupported(ctx, rec, ch)
     pinot = _pinot_add_columns(ctx, rec, cur.table)
-    from cdc.mirrors.ops import _wait_job_ended
-    cancelled = _live_jobs(ctx, rec)
-    for jid in cancelled:
-        ctx.jobmanager.cancel(jid)
-    for jid in cancelled:
-        _wait_job_ended(ctx, jid)
     # the partitions stay as last followed (cdc.mirrors.partitions acts on the difference)
     table = cur.table.model_copy(update={"partition_oids": rec.deployment.table.partition_oids})
-    dep = rec.deployment.model_copy(update={"table": table, "group_id": new_group_id(name), "deployed_at": time.time()})
-    started = time.monotonic()
-    job = ctx.gateway.submit_job(flink_sql(ctx, rec, dep), {"pipeline.name": names.flink_pipeline(name)})
-    ctx.registry.update_mirror(name, flink_job_id=job, deployment=dep)
+    dep = rec.deployment.model_copy(update={"table": table, "group_id": new_group_id(name)})
+    job, cancelled, took = redeploy(ctx, rec, dep)
     topic = names.change_topic(rec.spec.source, rec.spec.schema_name, rec.spec.table_name)
     detail = (f"job(s) {', '.join(cancelled) or 'none alive'} cancelled, then job {job} submitted "
-              f"({time.monotonic() - started:.1f}s) reading {topic} "
+              f"({took:.1f}s) reading {topic} "
               f"from its earliest offset with new consumer group {dep.group_id}; {pinot}")
     ctx.registry.record_event(name, EVENT, f"followed: {ch.describe()}; {ch.columns_text()}; {detail}")
     return "done", detail

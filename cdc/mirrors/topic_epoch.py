@@ -18,7 +18,6 @@ per-key order, and with it __seq, holds only inside one partition.
 
 from __future__ import annotations
 
-import time
 
 from cdc.core import names
 from cdc.mapping import render
@@ -92,8 +91,7 @@ def rebase(ctx: Context, name: str) -> tuple[str, str]:
     second call finds the new id recorded; a pass that died half-way is finished by the next
     (live jobs of the mirror are cancelled before the submit)."""
     from cdc.clients.kafka import KafkaAdmin
-    from cdc.mirrors.ops import _wait_job_ended
-    from cdc.mirrors.schema_change import _live_jobs, flink_sql, new_group_id
+    from cdc.mirrors.schema_change import new_group_id, redeploy
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None:
         return "noop", "mirror gone or without a deployment"
@@ -107,16 +105,10 @@ def rebase(ctx: Context, name: str) -> tuple[str, str]:
         return "noop", "the job already reads this incarnation of the change topic"
     # a topic Debezium recreated got the broker's defaults: compaction and no retention limit again
     kafka.ensure_topic(topic, CHANGE_TOPIC_PARTITIONS, render.TOPIC_CONFIG)
-    cancelled = _live_jobs(ctx, rec)
-    for jid in cancelled:
-        ctx.jobmanager.cancel(jid)
-    for jid in cancelled:
-        _wait_job_ended(ctx, jid)
     old = rec.deployment
     dep = old.model_copy(update={"seq_epoch": old.seq_epoch + 1, "change_topic_id": now[0],
-                                 "group_id": new_group_id(name), "deployed_at": time.time()})
-    job = ctx.gateway.submit_job(flink_sql(ctx, rec, dep), {"pipeline.name": names.flink_pipeline(name)})
-    ctx.registry.update_mirror(name, flink_job_id=job, deployment=dep)
+                                 "group_id": new_group_id(name)})
+    job, cancelled, _took = redeploy(ctx, rec, dep)
     detail = (f"change topic {topic} was recreated (id {old.change_topic_id} -> {now[0]}): job(s) "
               f"{', '.join(cancelled) or 'none alive'} cancelled, job {job} reads it from its first offset "
               f"in epoch {dep.seq_epoch} (consumer group {dep.group_id}), so its changes outrank the rows kept "

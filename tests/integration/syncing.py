@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
 
 from cdc.core import names
 from cdc.postgres import catalog
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors import service
+from cdc.core.settings import Settings
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float, poll: float = 0.5,
@@ -64,3 +71,56 @@ def stack_objects(c: service.Context) -> dict:
     topics = sorted(t for t in KafkaAdmin(c.settings.kafka_bootstrap).topics() if t.startswith("cdc.flat."))
     return {"connectors": sorted(c.connect.list_connectors()), "jobs": jobs, "slots": slots,
             "publications": pubs, "flat_topics": topics, "mirrors": [m.name for m in c.registry.list_mirrors()]}
+
+
+# -- a private database and source per test module -----------------------------------------
+
+def ensure_database(admin_dsn: str, db: str) -> None:
+    """CREATE DATABASE unless it exists (tests that keep theirs between runs)."""
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is None:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+
+
+def remove_everything(ctx: service.Context, source: str) -> None:
+    """Best-effort teardown of a test's registry: every mirror with its data, then what a
+    failed remove may have left of the source (its connector, its topics), then the source."""
+    from cdc.clients.kafka import KafkaAdmin
+    for m in ctx.registry.list_mirrors():
+        try:
+            service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
+        except Exception as exc:  # keep cleaning up
+            print(f"cleanup of mirror {m.name} failed: {exc}")
+            ctx.registry.remove_mirror(m.name)
+    service.delete_connector(ctx, names.connector_name(source))
+    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
+    for topic in kafka.topics():
+        if topic.startswith((names.topic_prefix(source) + ".", f"cdc.flat.{source}_")) \
+                or topic == names.heartbeat_topic(source):
+            kafka.delete_topic(topic)
+    if ctx.registry.get_source(source) is not None:
+        service.remove_source(ctx, source)
+
+
+@contextmanager
+def private_database_context(settings: Settings, registry_dir: Path, db: str, source: str,
+                             dsn_of: Callable[[str], str], **updates: Any) -> Iterator[service.Context]:
+    """A fresh database `db` on the stack's Postgres and a Context on a registry of its own
+    whose default source is that database (so wait_in_sync reads its rows); on exit
+    everything of `source` is removed, then its leftover slots and the database."""
+    admin_dsn = dsn_of("postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    s = settings.model_copy(update={"registry_path": registry_dir / "registry.db",
+                                    "postgres_dsn": SecretStr(dsn_of(db)), **updates})
+    ctx = service.context(s)
+    try:
+        yield ctx
+    finally:
+        remove_everything(ctx, source)
+        ctx.close()
+        with psycopg.connect(admin_dsn, autocommit=True) as c:
+            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                      "WHERE database = %s AND NOT active", (db,))
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))

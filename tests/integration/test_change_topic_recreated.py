@@ -27,6 +27,7 @@ from cdc.mirrors import reconcile, service, topic_epoch
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.postgres import catalog
+from syncing import ensure_database, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,7 @@ def _dsn(s: Settings) -> str:
 @pytest.fixture
 def mirror(stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[service.Context, psycopg.Connection, str, str]]:
     settings = Settings(registry_path=tmp_path_factory.mktemp("epoch") / "r.db")
-    with psycopg.connect(settings.local_postgres_dsn, autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone() is None:
-            admin.execute(f"CREATE DATABASE {DB}")
+    ensure_database(settings.local_postgres_dsn, DB)
     ctx = service.context(settings)
     pg = psycopg.connect(_dsn(settings), autocommit=True)
     table = f"ep_{uuid.uuid4().hex[:6]}"
@@ -76,19 +75,11 @@ def _in_sync(ctx: service.Context, pg: psycopg.Connection, table: str, name: str
         return False
 
 
-def _wait(what: str, fn, timeout: float, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_recreated_change_topic_changes_still_win(mirror) -> None:
     ctx, pg, table, name = mirror
-    _wait("the mirror equal to Postgres after the snapshot", lambda: _in_sync(ctx, pg, table, name), 120)
+    wait_for("the mirror equal to Postgres after the snapshot", lambda: _in_sync(ctx, pg, table, name), 120)
     rec = ctx.registry.get_mirror(name)
     topic = names.change_topic(DB, "public", table)
     kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
@@ -97,12 +88,12 @@ def test_recreated_change_topic_changes_still_win(mirror) -> None:
     assert rec.deployment.seq_epoch == 0
 
     assert kafka.delete_topic(topic)
-    _wait("the change topic gone", lambda: topic not in kafka.topics(), 60)
+    wait_for("the change topic gone", lambda: topic not in kafka.topics(), 60)
     # changes after the loss: Debezium recreates the topic with its next event (offsets from 0)
     pg.execute(f"UPDATE public.{table} SET n = n + 1, v = 'after-' || id WHERE id <= 100")
     pg.execute(f"DELETE FROM public.{table} WHERE id > 250")
     pg.execute(f"INSERT INTO public.{table} SELECT g, 'new', 7 FROM generate_series(301, 320) g")
-    new_id = _wait("Debezium to recreate the change topic",
+    new_id = wait_for("Debezium to recreate the change topic",
                    lambda: (d := kafka.describe([topic]).get(topic)) and d[0] != first_id and d[0], 120)
     _say(f"change topic {topic}: id {first_id} -> {new_id}")
 
@@ -111,7 +102,7 @@ def test_recreated_change_topic_changes_still_win(mirror) -> None:
     _say(f"in sync before the reconciler's rebase: {_in_sync(ctx, pg, table, name)}")
     rc = reconcile.Reconciler(lambda: service.context(ctx.settings), ctx.settings, interval_s=2.0,
                               holder=f"test-{uuid.uuid4().hex[:6]}")
-    actions = _wait("the reconciler to rebase the epoch",
+    actions = wait_for("the reconciler to rebase the epoch",
                     lambda: [a for a in rc.run_once() if a.kind == reconcile.REBASE_EPOCH], 60, poll=2)
     assert actions[0].mirror == name, actions
     rec = ctx.registry.get_mirror(name)
@@ -121,7 +112,7 @@ def test_recreated_change_topic_changes_still_win(mirror) -> None:
     cfg = kafka.topic_config(topic)
     assert cfg.get("cleanup.policy") == "compact" and cfg.get("retention.ms") == "-1", cfg
 
-    _wait("the mirror equal to Postgres after the recreation", lambda: _in_sync(ctx, pg, table, name), 180)
+    wait_for("the mirror equal to Postgres after the recreation", lambda: _in_sync(ctx, pg, table, name), 180)
     report = verify_mirror(ctx, name, settle_timeout=60, progress=_say)
     assert report.clean, format_report(report)
     assert not [a for a in rc.run_once() if a.kind == reconcile.REBASE_EPOCH], "rebased twice"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -30,6 +29,7 @@ from cdc.mirrors import state as mirror_state
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.observe import metrics
 from cdc.postgres import catalog
+from syncing import ensure_database, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +46,7 @@ def _say(msg: str) -> None:
 @pytest.fixture
 def mirror(stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[service.Context, psycopg.Connection, str, str]]:
     settings = Settings(registry_path=tmp_path_factory.mktemp("dlq") / "r.db")
-    with psycopg.connect(settings.local_postgres_dsn, autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone() is None:
-            admin.execute(f"CREATE DATABASE {DB}")
+    ensure_database(settings.local_postgres_dsn, DB)
     ctx = service.context(settings)
     pg = psycopg.connect(settings.local_dsn(DB), autocommit=True)
     table = f"events_{uuid.uuid4().hex[:6]}"
@@ -83,15 +81,6 @@ def _expected(pg: psycopg.Connection, table: str) -> mirror_state.Rows:
     return mirror_state.postgres_rows(pg, catalog.introspect(pg, "public", oracle))
 
 
-def _wait(what: str, fn, timeout: float, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def _mirror_equals(ctx: service.Context, pg: psycopg.Connection, table: str, name: str) -> bool:
@@ -105,10 +94,10 @@ def _mirror_equals(ctx: service.Context, pg: psycopg.Connection, table: str, nam
 
 def test_unconvertible_rows_go_to_dead_letters_and_the_rest_flows(mirror) -> None:
     ctx, pg, table, name = mirror
-    _wait("the convertible rows in the mirror", lambda: _mirror_equals(ctx, pg, table, name), 180)
+    wait_for("the convertible rows in the mirror", lambda: _mirror_equals(ctx, pg, table, name), 180)
     assert len(_expected(pg, table)) == 198
 
-    dl = _wait("two dead letters", lambda: (d := dead_letters.summary(ctx.settings.kafka_bootstrap, name))["count"] >= 2
+    dl = wait_for("two dead letters", lambda: (d := dead_letters.summary(ctx.settings.kafka_bootstrap, name))["count"] >= 2
                and d, 60)
     assert dl["count"] == 2, dl
     keys = set()
@@ -132,13 +121,13 @@ def test_unconvertible_rows_go_to_dead_letters_and_the_rest_flows(mirror) -> Non
     pg.execute(f"UPDATE public.{table} SET note = 'after' WHERE id BETWEEN 1 AND 20")
     pg.execute(f"DELETE FROM public.{table} WHERE id BETWEEN 190 AND 200")
     pg.execute(f"INSERT INTO public.{table} VALUES (500, now(), 'new')")
-    _wait("the mirror to follow around the bad rows", lambda: _mirror_equals(ctx, pg, table, name), 120)
+    wait_for("the mirror to follow around the bad rows", lambda: _mirror_equals(ctx, pg, table, name), 120)
     assert dead_letters.summary(ctx.settings.kafka_bootstrap, name)["count"] == 3
 
     # fix the values in Postgres: their next change converts, and verify (Postgres vs the
     # mirror, every row) is clean; a resync supersedes the dead letters so far
     pg.execute(f"UPDATE public.{table} SET ts = '9999-12-31 00:00:00+00' WHERE id IN (50, 60, 70)")
-    _wait("the fixed rows in the mirror", lambda: _mirror_equals(ctx, pg, table, name), 120)
+    wait_for("the fixed rows in the mirror", lambda: _mirror_equals(ctx, pg, table, name), 120)
     report = verify_mirror(ctx, name, settle_timeout=60, progress=_say)
     assert report.clean, format_report(report)
     ops.resync_mirror(ctx, name)

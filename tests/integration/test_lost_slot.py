@@ -23,14 +23,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc.clients.kafka import KafkaAdmin
 from cdc.core import names
 from cdc.core.settings import Settings
 from cdc.mirrors import reconcile, service
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.observe import metrics
 from pg_cluster import cli, plain_cluster, wait_in_sync_with
-from syncing import wait_for
+from syncing import remove_everything, wait_for
 
 pytestmark = pytest.mark.integration
 PORT = 5531
@@ -71,20 +70,7 @@ def env(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFactor
         try:
             yield Env(ctx, dsn, f"host={cluster.socket_dir} port={PORT} user=postgres dbname={DB}")
         finally:
-            for m in ctx.registry.list_mirrors():
-                try:
-                    service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
-                except Exception as exc:  # keep cleaning up
-                    print(f"cleanup of {m.name} failed: {exc}")
-                    ctx.registry.remove_mirror(m.name)
-            service.delete_connector(ctx, names.connector_name(SOURCE))
-            kafka = KafkaAdmin(s.kafka_bootstrap)
-            for topic in kafka.topics():
-                if topic.startswith((names.topic_prefix(SOURCE) + ".", f"cdc.flat.{SOURCE}_")) \
-                        or topic == names.heartbeat_topic(SOURCE):
-                    kafka.delete_topic(topic)
-            if ctx.registry.get_source(SOURCE) is not None:
-                service.remove_source(ctx, SOURCE)
+            remove_everything(ctx, SOURCE)
             ctx.close()
 
 

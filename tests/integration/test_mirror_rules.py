@@ -27,8 +27,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from pydantic import SecretStr
 
 from cdc.core import names
 from cdc.core.errors import ConfigError, ConflictError
@@ -40,7 +38,7 @@ from cdc.mirrors import state as mirror_state
 from cdc.mirrors.sources import mask_salt
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.postgres import catalog
-from syncing import wait_for
+from syncing import private_database_context, wait_for
 
 pytestmark = pytest.mark.integration
 DB = "rules_test"
@@ -88,47 +86,16 @@ def _mine(ctx: service.Context) -> dict[str, Any]:
             "mirrors": [m.name for m in ctx.registry.list_mirrors()]}
 
 
-def _leave_nothing(ctx: service.Context) -> None:
-    from cdc.clients.kafka import KafkaAdmin
-    service.delete_connector(ctx, names.connector_name(SOURCE))
-    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
-    for topic in kafka.topics():
-        if topic.startswith((names.topic_prefix(SOURCE) + ".", f"cdc.flat.{SOURCE}_")) \
-                or topic == names.heartbeat_topic(SOURCE):
-            kafka.delete_topic(topic)
-
-
 @pytest.fixture(scope="module")
 def rules_ctx(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Context]:
-    admin_dsn = _dsn(settings, "postgres")
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
-    s = settings.model_copy(update={"registry_path": Path(tmp_path_factory.mktemp("rules")) / "registry.db",
-                                    "postgres_dsn": SecretStr(_dsn(settings, DB))})
-    ctx = service.context(s)
-    with psycopg.connect(_dsn(settings, DB), autocommit=True) as conn:
-        conn.execute("""CREATE TABLE public.customers (
-            id int PRIMARY KEY, email text, phone varchar(32), ssn text, status text NOT NULL,
-            amount numeric(10,2), region text, doc jsonb, created timestamptz)""")
-    service.add_source(ctx, SOURCE, _dsn(settings, DB))
-    try:
+    with private_database_context(settings, Path(tmp_path_factory.mktemp("rules")), DB, SOURCE,
+                                  lambda db: _dsn(settings, db)) as ctx:
+        with psycopg.connect(_dsn(settings, DB), autocommit=True) as conn:
+            conn.execute("""CREATE TABLE public.customers (
+                id int PRIMARY KEY, email text, phone varchar(32), ssn text, status text NOT NULL,
+                amount numeric(10,2), region text, doc jsonb, created timestamptz)""")
+        service.add_source(ctx, SOURCE, _dsn(settings, DB))
         yield ctx
-    finally:
-        for m in ctx.registry.list_mirrors():
-            try:
-                service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup of mirror {m.name} failed: {exc}")
-                ctx.registry.remove_mirror(m.name)
-        _leave_nothing(ctx)
-        if ctx.registry.get_source(SOURCE) is not None:
-            service.remove_source(ctx, SOURCE)
-        ctx.close()
-        with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                      "WHERE database = %s AND NOT active", (DB,))
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
 
 
 def _row(i: int, status: str, amount: str | None) -> tuple:

@@ -19,12 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from pydantic import SecretStr
 
 from cdc.core.settings import Settings
 from cdc.mirrors import service
 from cdc.postgres import catalog
-from syncing import wait_in_sync
+from syncing import private_database_context, wait_in_sync
 
 pytestmark = pytest.mark.integration
 DB = "h_names"
@@ -68,45 +67,11 @@ def _change(conn: psycopg.Connection, schema: str, table: str) -> None:
     conn.execute(sql.SQL("INSERT INTO {} VALUES (100000, 'late', 1)").format(t))
 
 
-def _leave_nothing(ctx: service.Context) -> None:
-    """What a failed remove may have left: the connector, this source's topics."""
-    from cdc.clients.kafka import KafkaAdmin
-    from cdc.core import names
-    service.delete_connector(ctx, names.connector_name(SOURCE))
-    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
-    for topic in kafka.topics():
-        if topic.startswith((names.topic_prefix(SOURCE) + ".", f"cdc.flat.{SOURCE}_")) \
-                or topic == names.heartbeat_topic(SOURCE):
-            kafka.delete_topic(topic)
-
-
 @pytest.fixture(scope="module")
 def names_ctx(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Context]:
-    admin_dsn = _dsn(settings, "postgres")
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
-    # postgres_dsn only so that syncing.wait_in_sync reads the expected rows from this database.
-    s = settings.model_copy(update={"registry_path": Path(tmp_path_factory.mktemp("names")) / "registry.db",
-                                    "postgres_dsn": SecretStr(_dsn(settings, DB))})
-    ctx = service.context(s)
-    try:
+    with private_database_context(settings, Path(tmp_path_factory.mktemp("names")), DB, SOURCE,
+                                  lambda db: _dsn(settings, db)) as ctx:
         yield ctx
-    finally:
-        for m in ctx.registry.list_mirrors():
-            try:
-                service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup of mirror {m.name} failed: {exc}")
-                ctx.registry.remove_mirror(m.name)
-        _leave_nothing(ctx)
-        if ctx.registry.get_source(SOURCE) is not None:
-            service.remove_source(ctx, SOURCE)
-        ctx.close()
-        with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                      "WHERE database = %s AND NOT active", (DB,))
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
 
 
 def test_odd_names_added_to_a_running_source(names_ctx: service.Context) -> None:

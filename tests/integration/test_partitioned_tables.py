@@ -27,8 +27,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
-from pydantic import SecretStr
 
 from cdc.core import names
 from cdc.core.errors import PreflightError
@@ -36,7 +34,7 @@ from cdc.core.settings import Settings
 from cdc.mirrors import reconcile, service
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.postgres import catalog
-from syncing import wait_in_sync
+from syncing import private_database_context, wait_in_sync
 
 pytestmark = pytest.mark.integration
 DB = SOURCE = "h_part"
@@ -46,42 +44,11 @@ def _dsn(settings: Settings, db: str) -> str:
     return settings.local_dsn(db)
 
 
-def _leave_nothing(ctx: service.Context) -> None:
-    from cdc.clients.kafka import KafkaAdmin
-    service.delete_connector(ctx, names.connector_name(SOURCE))
-    kafka = KafkaAdmin(ctx.settings.kafka_bootstrap)
-    for topic in kafka.topics():
-        if topic.startswith((names.topic_prefix(SOURCE) + ".", f"cdc.flat.{SOURCE}_")) \
-                or topic == names.heartbeat_topic(SOURCE):
-            kafka.delete_topic(topic)
-
-
 @pytest.fixture(scope="module")
 def part_ctx(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Context]:
-    admin_dsn = _dsn(settings, "postgres")
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
-    s = settings.model_copy(update={"registry_path": Path(tmp_path_factory.mktemp("part")) / "registry.db",
-                                    "postgres_dsn": SecretStr(_dsn(settings, DB))})
-    ctx = service.context(s)
-    try:
+    with private_database_context(settings, Path(tmp_path_factory.mktemp("part")), DB, SOURCE,
+                                  lambda db: _dsn(settings, db)) as ctx:
         yield ctx
-    finally:
-        for m in ctx.registry.list_mirrors():
-            try:
-                service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup of mirror {m.name} failed: {exc}")
-                ctx.registry.remove_mirror(m.name)
-        _leave_nothing(ctx)
-        if ctx.registry.get_source(SOURCE) is not None:
-            service.remove_source(ctx, SOURCE)
-        ctx.close()
-        with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                      "WHERE database = %s AND NOT active", (DB,))
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
 
 
 SETUP = """

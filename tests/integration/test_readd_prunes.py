@@ -12,7 +12,6 @@ first (no half-empty window). Postgres is the oracle (SELECT of the table).
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 
 import psycopg
@@ -25,6 +24,7 @@ from cdc.mirrors import service
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.postgres import catalog
+from syncing import ensure_database, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,20 +35,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _wait(what: str, fn, timeout: float, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := fn():
-            return got
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_readd_over_kept_data_removes_rows_deleted_meanwhile(stack: dict, tmp_path_factory: pytest.TempPathFactory) -> None:
     settings = Settings(registry_path=tmp_path_factory.mktemp("readd") / "r.db")
-    with psycopg.connect(settings.local_postgres_dsn, autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone() is None:
-            admin.execute(f"CREATE DATABASE {DB}")
+    ensure_database(settings.local_postgres_dsn, DB)
     ctx = service.context(settings)
     pg = psycopg.connect(settings.local_dsn(DB), autocommit=True)
     table = f"items_{uuid.uuid4().hex[:6]}"
@@ -67,7 +58,7 @@ def test_readd_over_kept_data_removes_rows_deleted_meanwhile(stack: dict, tmp_pa
 
     try:
         service.add_mirror(ctx, "public", table, source=DB, name=name, progress=_say)
-        _wait("the first mirror in sync", in_sync, 120)
+        wait_for("the first mirror in sync", in_sync, 120)
         service.remove_mirror(ctx, name, drop_data=False, progress=_say)
         assert names.flat_topic(name) in KafkaAdmin(settings.kafka_bootstrap).topics(), "the flat topic was kept"
 
@@ -77,7 +68,7 @@ def test_readd_over_kept_data_removes_rows_deleted_meanwhile(stack: dict, tmp_pa
         pg.execute(f"INSERT INTO public.{table} SELECT g, 'new', 1 FROM generate_series(301, 320) g")
 
         service.add_mirror(ctx, "public", table, source=DB, name=name, progress=_say)
-        _wait("the re-added mirror equal to Postgres", in_sync, 180)
+        wait_for("the re-added mirror equal to Postgres", in_sync, 180)
         events = [e for e in ctx.registry.list_events(name) if e.action == "pruned"]
         assert events and events[0].reason.startswith("30 key(s)"), [(e.action, e.reason) for e in events]
         report = verify_mirror(ctx, name, settle_timeout=60, progress=_say)

@@ -28,15 +28,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
-from pydantic import SecretStr
 
 from cdc.clients.kafka import KafkaAdmin
 from cdc.core import names
 from cdc.core.settings import Settings
 from cdc.mirrors import reconcile, rollback, service
 from cdc.mirrors.verify import format_report, verify_mirror
-from syncing import wait_for, wait_in_sync
+from syncing import private_database_context, wait_for, wait_in_sync
 
 pytestmark = pytest.mark.integration
 DB = SOURCE = "h_stuck"
@@ -45,35 +43,9 @@ BOUND = 20.0
 
 @pytest.fixture(scope="module")
 def sctx(stack: dict, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Context]:
-    admin = settings.local_dsn("postgres")
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
-    s = settings.model_copy(update={"registry_path": Path(tmp_path_factory.mktemp("stuck")) / "registry.db",
-                                    "postgres_dsn": SecretStr(settings.local_dsn(DB)), "stuck_after_s": BOUND})
-    ctx = service.context(s)
-    try:
+    with private_database_context(settings, Path(tmp_path_factory.mktemp("stuck")), DB, SOURCE,
+                                  settings.local_dsn, stuck_after_s=BOUND) as ctx:
         yield ctx
-    finally:
-        for m in ctx.registry.list_mirrors():
-            try:
-                service.remove_mirror(ctx, m.name, drop_data=True, progress=print)
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup of {m.name} failed: {exc}")
-                ctx.registry.remove_mirror(m.name)
-        service.delete_connector(ctx, names.connector_name(SOURCE))
-        kafka = KafkaAdmin(s.kafka_bootstrap)
-        for topic in kafka.topics():
-            if topic.startswith((names.topic_prefix(SOURCE) + ".", f"cdc.flat.{SOURCE}_")) \
-                    or topic == names.heartbeat_topic(SOURCE):
-                kafka.delete_topic(topic)
-        if ctx.registry.get_source(SOURCE) is not None:
-            service.remove_source(ctx, SOURCE)
-        ctx.close()
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                      "WHERE database = %s AND NOT active", (DB,))
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
 
 
 def _cdc_killed_at(ctx: service.Context, point: str, *args: str) -> subprocess.CompletedProcess[str]:
