@@ -299,12 +299,15 @@ def plan_mirror(body: MirrorIn, ctx: Ctx) -> Plan:
           responses={200: {"model": MirrorRecord, "description": "exists with the same spec: nothing done"}},
           summary="Create a mirror")
 def create_mirror(body: MirrorIn, ctx: Ctx, response: Response) -> MirrorRecord:
-    """Blocks until the connector runs (snapshot started); on any failure everything created
-    so far is undone by the service. Same spec again: 200, no-op; different spec: 409."""
+    """Blocks until the connector runs (snapshot started), or with the copy load until the rows
+    are loaded (GET /mirrors/{name}/status shows its progress meanwhile); on any failure
+    everything created so far is undone by the service. Same spec again: 200, no-op;
+    different spec: 409."""
     name = body.mirror_name()
     existed = ctx.registry.get_mirror(name) is not None
     rec = service.add_mirror(ctx, body.schema_name, body.table, source=body.source, name=name, key=body.key,
-                             replica_identity_full=body.replica_identity_full, rules=body.rules, progress=_progress)
+                             replica_identity_full=body.replica_identity_full, rules=body.rules, progress=_progress,
+                             load=body.load)
     if existed:
         response.status_code = 200
     return rec

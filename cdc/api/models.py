@@ -127,6 +127,9 @@ class MirrorIn(BaseModel):
                                         "IDENTITY FULL so UPDATE/DELETE events carry the old row")
     rules: MirrorRules | None = Field(default=None, description="column rules, as `cdc mirror add` --include, "
                                       "--exclude, --mask, --filter, --compute, --index (README: Column rules)")
+    load: Literal["copy", "debezium"] | None = Field(default=None, description="how the existing rows are read: "
+                                                     "parallel COPY into the flat topic, or Debezium's snapshot "
+                                                     "(default: the server's CDC_INITIAL_LOAD)")
     _name: str = PrivateAttr(default="")
 
     @model_validator(mode="after")

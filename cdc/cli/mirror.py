@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from cdc.core import names
@@ -113,10 +114,19 @@ def cmd_mirror_plan(a: argparse.Namespace) -> int:
     schema, table = _split_table(a.table)
     p = service.plan_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key, rules=_rules(a))
     p.connector = redact_salt(p.connector)           # shown, never the hash salt
+    ctx = _ctx()
+    pend = None
+    if ctx.registry.get_mirror(p.spec.name) is not None:      # an existing mirror: what a change will do
+        from cdc.mirrors import schema_change
+        pend = schema_change.pending(ctx, p.spec.name)
     if a.json:
         print(json.dumps({"name": p.spec.name, "connector": p.connector, "flink_sql": p.flink_sql,
-                          "pinot_schema": p.pinot_schema, "pinot_table": p.pinot_table}, indent=2))
+                          "pinot_schema": p.pinot_schema, "pinot_table": p.pinot_table, "pending": pend}, indent=2))
         return 0
+    if pend:
+        print(f"# PENDING for existing mirror {p.spec.name}: {pend['action']}: {pend['why']}\n"
+              f"#   the reconciler will {pend['what_it_does']}\n#   columns before [{', '.join(pend['before'])}]"
+              f"\n#   columns after  [{', '.join(pend['after'])}]\n")
     print(f"# mirror {p.spec.name}: {p.spec.qualified} of source {p.source.name}")
     print(f"# change topic {p.change_topic} -> flat topic {p.flat_topic} -> Pinot table {p.spec.name}\n")
     print(f"## Debezium connector {names.connector_name(p.source.name)} (PUT /connectors/NAME/config)")
@@ -132,8 +142,11 @@ def cmd_mirror_plan(a: argparse.Namespace) -> int:
 
 def cmd_mirror_add(a: argparse.Namespace) -> int:
     schema, table = _split_table(a.table)
-    rec = service.add_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key,
-                             replica_identity_full=a.replica_identity_full, rules=_rules(a))
+    from cdc.cli.load_bar import LoadBar
+    with LoadBar(sys.stderr) as bar:     # a bar on a terminal, plain periodic lines otherwise
+        rec = service.add_mirror(_ctx(), schema, table, source=a.source, name=a.name, key=a.key,
+                                 replica_identity_full=a.replica_identity_full, rules=_rules(a), load=a.load,
+                                 progress=bar.say, on_load=bar.update if bar.tty else None)
     print(rec.name)
     return 0
 
@@ -151,6 +164,8 @@ def cmd_mirror_list(a: argparse.Namespace) -> int:
 def _snapshot_line(snap: dict) -> str:
     if "error" in snap:
         return f"unknown ({snap['error']})"
+    if snap.get("state") == "not_used":
+        return f"not used: {snap.get('reason')}"
     rows = "?" if snap.get("rows") is None else f"{snap['rows']:,}"
     est = f" of ~{snap['estimate']:,}" if snap.get("estimate") is not None and snap.get("state") != "done" else ""
     why = f" ({snap['reason']})" if snap.get("reason") else ""
@@ -166,11 +181,20 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
         tasks = ",".join(f"{t['id']}:{t['state']}" for t in conn.get("tasks", []))
         print(f"mirror     {st['name']} ({st['table']} of {st['source']}): {st['state']}")
         print(f"snapshot   {_snapshot_line(st.get('snapshot') or {})}")
+        if st.get("load"):
+            from cdc.mirrors import load_progress
+            print(f"load       {load_progress.line(load_progress.from_dict(st['load']))}"
+                  + (f" ({st['load']['reason']})" if st["load"].get("reason") else ""))
         print(f"connector  {conn.get('name')} {conn.get('state', conn.get('error'))} tasks [{tasks}]")
         print(f"flink job  {st['flink_job'].get('id')} {st['flink_job'].get('state', st['flink_job'].get('error'))}")
         change = (st.get("schema") or {}).get("last_change")
         if change:
             print(f"schema     last change {change['ts']}: {change['reason']}")
+        if rb := st.get("rebuild"):
+            snap = rb.get("snapshot") or {}
+            print(f"rebuild    generation {rb['serving_generation']} answers while {rb['generation']} fills "
+                  f"({rb['elapsed_s']}s): {rb['reason']}\n           snapshot {snap.get('state')} "
+                  f"({snap.get('rows')} rows); job committed offset {rb.get('copied')} of {rb.get('change_topic_end')}")
         slot = st.get("slot") or {}
         if "error" in slot:
             print(f"slot       {slot.get('name', '')} {slot['error']}" + (f"\n           hint: {slot['hint']}"
@@ -195,7 +219,8 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
             print(f"pinot      disabled: {pinot['reason']} (data ends at topic {st['flat_topic']})")
         else:
             print(f"pinot      rows={pinot.get('rows')} {pinot.get('error', '')}")
-    healthy = (st.get("connector") or {}).get("state") == "RUNNING" and st["flink_job"].get("state") == "RUNNING" \
+    healthy = st["state"] == "running" and (st.get("connector") or {}).get("state") == "RUNNING" \
+        and st["flink_job"].get("state") == "RUNNING" \
         and not (st.get("slot") or {}).get("lost") and not st.get("degraded")
     return 0 if healthy else 1
 
@@ -216,7 +241,11 @@ def cmd_mirror_verify(a: argparse.Namespace) -> int:
 
 def _op(fn_name: str, a: argparse.Namespace) -> int:
     from cdc.mirrors import ops
-    result = getattr(ops, fn_name)(_ctx(), a.name)
+    fn = getattr(ops, fn_name)
+    if fn_name == "resync_and_wait":        # progress on stderr: stdout stays the result (--json)
+        result = fn(_ctx(), a.name, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    else:
+        result = fn(_ctx(), a.name)
     print(json.dumps({"name": a.name, "action": a.mc, "result": result}, default=str) if a.json else
           f"mirror {a.name}: {a.mc} done{f' ({result})' if result else ''}")
     return 0
@@ -288,6 +317,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--replica-identity-full", action="store_true",
                            help="with --key on a table without primary key: run ALTER TABLE ... REPLICA "
                                 "IDENTITY FULL so UPDATE/DELETE events carry the whole old row (more WAL)")
+            p.add_argument("--load", choices=["copy", "debezium"], default=None,
+                           help="how the existing rows are read: parallel COPY straight into the flat topic, or "
+                                "Debezium's snapshot (default: CDC_INITIAL_LOAD, copy; README: Initial load)")
         p.set_defaults(func=fn)
     p = m.add_parser("list")
     p.add_argument("--json", action="store_true")
@@ -314,7 +346,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for verb, fn_name, helptext in (
             ("pause", "pause_mirror", "stop the Flink job with a savepoint; the change topic keeps filling"),
             ("resume", "resume_mirror", "restart the Flink job from its pause savepoint"),
-            ("resync", "resync_mirror", "re-snapshot the table into the mirror (Debezium incremental snapshot)"),
+            ("resync", "resync_and_wait", "rebuild the mirror from a fresh snapshot (Debezium incremental snapshot "
+                                          "into a new generation, switched to when complete; no gap)"),
             ("restore", "restore_job", "restart a failed or missing Flink job from its newest checkpoint")):
         p = m.add_parser(verb, help=helptext)
         p.add_argument("name")

@@ -76,6 +76,32 @@ class KafkaAdmin:
         finally:
             c.close()
 
+    def committed(self, group: str, topic: str, partition: int = 0) -> int | None:
+        """The offset `group` committed on one partition (None: nothing committed)."""
+        from confluent_kafka import Consumer, TopicPartition
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "log_level": 0,
+                      "enable.auto.commit": False})
+        try:
+            off = c.committed([TopicPartition(topic, partition)], timeout=self.timeout)[0].offset
+            return int(off) if off >= 0 else None
+        except KafkaException as exc:
+            raise UnreachableError(self.system, f"committed offset of {group} on {topic}: {exc}") from None
+        finally:
+            c.close()
+
+    def commit(self, group: str, topic: str, offset: int, partition: int = 0) -> None:
+        """Commit `offset` for `group` (no member active): a job that starts from the group's
+        offsets then begins exactly there."""
+        from confluent_kafka import Consumer, TopicPartition
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "log_level": 0,
+                      "enable.auto.commit": False})
+        try:
+            c.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+        except KafkaException as exc:
+            raise UnreachableError(self.system, f"cannot commit offset {offset} for {group} on {topic}: {exc}") from None
+        finally:
+            c.close()
+
     def topic_config(self, name: str) -> dict[str, str]:
         from confluent_kafka.admin import ConfigResource
         res = ConfigResource(ConfigResource.Type.TOPIC, name)

@@ -7,6 +7,9 @@ Shapes checked against Pinot's PinotSchemaRestletResource / PinotTableRestletRes
   POST /tables, PUT /tables/{name}   (409 on create when the table exists)
   GET /tables/{name}?type=realtime   -> {"REALTIME": {...}} or {} (200!) when absent
   DELETE /tables/{name}?type=realtime (404 when absent)
+and PinotLogicalTableResource (Pinot 1.5):
+  POST /logicalTables                (409 when a logical table, or a table of that raw name, exists)
+  PUT/GET/DELETE /logicalTables/{name} (404 when absent; PUT validates the body first: 400)
 Controller errors look like {"code": 404, "error": "..."}.
 Why broker "exceptions" need their own mapping: the broker answers HTTP 200 even when a
 query failed, listing [{"errorCode", "message"}]; some codes mean "not ready yet" (a freshly
@@ -96,6 +99,33 @@ class PinotControllerClient:
         if retention is not None:
             params["retention"] = retention
         return self.http.request("DELETE", f"/tables/{self._n(name)}", params=params, allow_404=True) is not None
+
+    # -- logical tables (Pinot 1.5) -------------------------------------------------------------
+
+    def put_logical_table(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Create or update the logical table config["tableName"]: PUT /logicalTables/{name},
+        and POST /logicalTables when that answers 404 (absent). PUT first because a POST's 409
+        cannot tell "logical table exists" from "a physical table has that name"; this way the
+        409 reaches the caller only for the second. Answers {"status", "unrecognizedProperties"}."""
+        resp = self.http.request("PUT", f"/logicalTables/{self._n(config['tableName'])}", json=config,
+                                 allow_404=True)
+        if resp is None:
+            return self.http.post("/logicalTables", json=config) or {}
+        try:
+            body = resp.json()
+        except ValueError:          # an empty or non-JSON success body
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def get_logical_table(self, name: str) -> dict[str, Any] | None:
+        """The logical table config, or None when absent (404)."""
+        body = self.http.get(f"/logicalTables/{self._n(name)}", allow_404=True)
+        return body if isinstance(body, dict) else None
+
+    def delete_logical_table(self, name: str) -> bool:
+        """DELETE /logicalTables/{name}. False when it did not exist. The physical tables stay
+        (a table referenced by a logical table cannot be deleted: 409, so delete this first)."""
+        return self.http.request("DELETE", f"/logicalTables/{self._n(name)}", allow_404=True) is not None
 
     def reload_table(self, name: str, type: str = "REALTIME") -> dict[str, Any]:
         """POST /segments/{t}/reload?type=: servers reload the table's segments against the

@@ -1,6 +1,8 @@
 """Typed client of the cdc Pinot engine: Apache Pinot's own code, in a local JVM, no server.
 
     check(pairs)                   -> what a Pinot controller says of (schema, table config)
+    check_logical(lt, tables, ss)  -> what it says of a logical table config, given the
+                                      cluster's table configs and schemas
     upsert_rows(schema, table, rs) -> the rows a query of the REALTIME FULL-upsert table would
                                       see after consuming records rs, plus a summary
     query(schema, table, rs, sql)  -> the broker response to `sql` over those same segments
@@ -88,6 +90,20 @@ class PinotEngine:
         if len(results) != sent[0]:
             raise PinotEngineError(f"the Pinot engine answered {len(results)} of {sent[0]} checks")
         return results
+
+    def check_logical(self, logical: dict[str, Any], physical_tables: list[dict[str, Any]],
+                      schemas: list[dict[str, Any]], *, update: bool = False) -> ContractResult:
+        """Validate a logical table config as POST /logicalTables would (PUT /logicalTables/{name}
+        with update=True) on a cluster holding `physical_tables` (table configs) and `schemas`.
+        Errors are prefixed "logical: " (at most one: the controller stops at the first);
+        dropped_keys are logical config paths ("refRealtimeTablename")."""
+        line = json.dumps({"id": "logical", "logical": logical, "physical_tables": physical_tables,
+                           "schemas": schemas, "update": update})
+        out = list(self._run(["logical"], iter([line])))
+        if len(out) != 1:
+            raise PinotEngineError(f"the Pinot engine answered {len(out)} lines to one logical table check")
+        return ContractResult(id=out[0]["id"], ok=bool(out[0]["ok"]), errors=tuple(out[0]["errors"]),
+                              dropped_keys=tuple(out[0]["dropped_keys"]))
 
     def upsert_rows(self, schema: dict[str, Any], table: dict[str, Any],
                     records: Iterable[tuple[int, int, dict[str, Any]]], *,

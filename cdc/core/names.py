@@ -6,6 +6,9 @@
     slot/publication cdc_shop             Flink pipeline    cdc-mirror-public_orders
     topic prefix     cdc.shop             Flink group       cdc-flink-public_orders
     change topic     cdc.shop.public.orders   Pinot table   public_orders
+                                          rebuilt: generation N  cdc.flat.public_orders.gN,
+                                          cdc-mirror-public_orders-gN, Pinot public_orders_gN
+                                          behind logical table public_orders
     heartbeat topic  __debezium-heartbeat.cdc.shop
     notifications    cdc.shop._cdc.notifications
 
@@ -131,8 +134,11 @@ def split_table(qualified: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def flat_topic(mirror: str) -> str:
-    return f"cdc.flat.{mirror}"
+def flat_topic(mirror: str, generation: int = 0) -> str:
+    """The mirror's flat topic. A rebuild (cdc.mirrors.rebuild) fills generation N+1 beside
+    generation N, then switches: generation 0 keeps the original name, later ones get ".g<N>"
+    (a mirror name holds no dots, so no two mirrors' topics can meet)."""
+    return f"cdc.flat.{mirror}" + (f".g{generation}" if generation else "")
 
 
 def dead_letter_topic(mirror: str) -> str:
@@ -140,8 +146,16 @@ def dead_letter_topic(mirror: str) -> str:
     return f"cdc.dlq.{mirror}"
 
 
-def flink_pipeline(mirror: str) -> str:
-    return f"cdc-mirror-{mirror}"
+def flink_pipeline(mirror: str, generation: int = 0) -> str:
+    """The Flink job's name; a rebuild's job (generation N > 0) gets "-g<N>" (a mirror name
+    holds no "-")."""
+    return f"cdc-mirror-{mirror}" + (f"-g{generation}" if generation else "")
+
+
+def is_pipeline_of(job_name: str, mirror: str) -> bool:
+    """Whether a Flink job name is one of the mirror's jobs, of any generation."""
+    base = flink_pipeline(mirror)
+    return job_name == base or bool(re.fullmatch(re.escape(base) + r"-g[0-9]+", job_name))
 
 
 def flink_group(mirror: str) -> str:
@@ -149,7 +163,15 @@ def flink_group(mirror: str) -> str:
 
 
 def pinot_table(mirror: str) -> str:
+    """The name users query: the mirror's name (a Pinot logical table once it was rebuilt)."""
     return mirror
+
+
+def pinot_physical_table(mirror: str, generation: int = 0) -> str:
+    """The REALTIME table that holds a generation's rows. Generation 0 is the table created by
+    `mirror add`, queried directly; a rebuild creates "<mirror>_g<N>" and routes the logical
+    table <mirror> to it (cdc.mirrors.rebuild)."""
+    return mirror + (f"_g{generation}" if generation else "")
 
 
 # ---------------------------------------------------------------- columns

@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     # long is taken over by the reconciler: resumed or rolled back (cdc/mirrors/rollback.py).
     stuck_after_s: float = 120.0
 
+    # How `mirror add` loads a table's existing rows (cdc/mirrors/initial_load.py): "copy" reads
+    # the table with parallel COPY readers straight into the flat topic; "debezium" has the
+    # connector snapshot it (also used when copy cannot serve a mirror, which add says).
+    initial_load: Literal["copy", "debezium"] = "copy"
+    load_workers: int = Field(2, ge=1, le=64, description="parallel COPY readers of one load")
+    load_chunk_pages: int = Field(4096, ge=1, description="heap pages per COPY range (8 KiB each)")
+    load_wait_timeout_s: float = Field(3600.0, description="longest wait for transactions open when the table "
+                                                           "joined the publication")
+    load_report_s: float = Field(5.0, description="seconds between plain progress lines of a load")
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -254,7 +254,8 @@ def seq_base(epoch: int) -> int:
 
 
 def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str, change_topic: str,
-                     flat_topic: str, group_id: str, seq_epoch: int = 0, probe: bool = False) -> list[str]:
+                     flat_topic: str, group_id: str, seq_epoch: int = 0, probe: bool = False,
+                     generation: int = 0) -> list[str]:
     """Statements (SET, DROP/CREATE TEMPORARY TABLE x2, INSERT) for the SQL Gateway, in order.
     seq_epoch: the change topic's incarnation (cdc.mirrors.topic_epoch). probe: instead of the
     flat table and the INSERT, a view of the row filter and computed expressions and its
@@ -303,7 +304,7 @@ def render_flink_sql(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: str
     dead_key = "JSON_OBJECT(" + ", ".join(f"KEY {flink_str(k)} VALUE `raw`.{key_alias[k]}" for k in keys) + ")"
     text = _render(
         "flink_sql/mirror.sql.j2",
-        pipeline_name=flink_str(names.flink_pipeline(spec.name)), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
+        pipeline_name=flink_str(names.flink_pipeline(spec.name, generation)), checkpoint_interval=flink_str(CHECKPOINT_INTERVAL),
         change_table=flink_ident(f"cdc_change__{spec.name}"), flat_table=flink_ident(f"cdc_flat__{spec.name}"),
         row_fields=row_fields, out_columns=out_columns, change_topic=flink_str(change_topic),
         flat_topic=flink_str(flat_topic), kafka_bootstrap=flink_str(kafka_bootstrap),
@@ -372,4 +373,13 @@ def render_pinot_table(spec: MirrorSpec, table: TableInfo, *, kafka_bootstrap: s
                    replication=str(replication), flat_topic=flat_topic, kafka_bootstrap=kafka_bootstrap,
                    flush_rows=str(FLUSH_ROWS), flush_time=FLUSH_TIME,
                    table_index_config={"loadMode": "MMAP", **index_lists}, field_config_list=field_configs)
+    return json.loads(text)
+
+
+def render_pinot_logical_table(mirror: str, physical_table: str) -> dict[str, Any]:
+    """Pinot logical table config named after the mirror, routed to one REALTIME table (the raw
+    name of the current generation's table, names.pinot_physical_table)."""
+    # TableNameBuilder.REALTIME.tableNameWithType: the suffix is added once
+    with_type = physical_table if physical_table.endswith("_REALTIME") else f"{physical_table}_REALTIME"
+    text = _render("pinot_tables/logical_table.json.j2", table_name=mirror, physical_table_with_type=with_type)
     return json.loads(text)

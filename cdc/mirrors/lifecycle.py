@@ -29,7 +29,7 @@ from cdc.core.errors import (first_line, CdcError, ConfigError, ConflictError, N
                              TransientRemoteError, UnreachableError)
 from cdc.core.models import MirrorRules, MirrorSpec, Source, TableInfo
 from cdc.mapping import render
-from cdc.mirrors import rollback, rules_check, snapshot, state
+from cdc.mirrors import initial_load, rollback, rules_check, snapshot, state
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.registry import Deployment, MirrorRecord
 from cdc.mirrors.sources import get_source, password_ref, publication_of, source_dsn
@@ -56,19 +56,26 @@ class MirrorPlan:
     change_topic: str
     flat_topic: str
     notes: list[str] = field(default_factory=list)
+    filenodes: dict[str, int] | None = None      # the table's storage at plan time (TRUNCATE changes it)
 
 
 def tables_of_source(ctx: Context, src: Source, extra: MirrorSpec | None = None,
                       exclude: str | None = None) -> tuple[list[TableInfo], dict[str, list[str]]]:
     """TableInfo for every mirrored table of the source (the connector's include list),
-    plus the --key overrides by schema.table."""
+    plus the --key overrides by schema.table. A mirror's table that was dropped or renamed
+    (its mirror is in error, cdc.mirrors.schema_change) is left out: there is nothing to follow,
+    and its mirror must stay removable."""
     specs = [m.spec for m in ctx.registry.list_mirrors(source=src.name) if m.name != exclude]
     if extra is not None and all(sp.qualified != extra.qualified for sp in specs):
         specs.append(extra)
     tables = []
     with catalog.connect(source_dsn(ctx, src)) as conn:
         for sp in specs:
-            tables.append(catalog.introspect(conn, sp.schema_name, sp.table_name))
+            try:
+                tables.append(catalog.introspect(conn, sp.schema_name, sp.table_name))
+            except NotFoundError:
+                if sp is extra:
+                    raise
     overrides = {sp.qualified: list(sp.key_columns) for sp in specs if sp.key_columns}
     return tables, overrides
 
@@ -98,6 +105,7 @@ def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DE
         info = catalog.preflight(conn, schema, table, key, slot_name=names.slot_name(src.name),
                                  publication=src.publication,
                                  accept_replica_identity_full=replica_identity_full and bool(key))
+        nodes = catalog.filenodes(conn, info.oid)
     _refuse_topic_collision(ctx, spec)
     ctopic, ftopic = names.change_topic(source, schema, table), names.flat_topic(spec.name)
     s = ctx.settings
@@ -114,7 +122,7 @@ def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DE
         spec=spec, table=info, source=src,
         connector=render_connector_config(ctx, src, tables, overrides, extra=spec),
         flink_sql=flink_sql, pinot_schema=pinot_schema, pinot_table=pinot_table,
-        change_topic=ctopic, flat_topic=ftopic)
+        change_topic=ctopic, flat_topic=ftopic, filenodes=nodes)
 
 
 def _refuse_topic_collision(ctx: Context, spec: MirrorSpec) -> None:
@@ -231,9 +239,12 @@ def _ensure_full_identity(ctx: Context, src: Source, table: TableInfo, progress:
 
 def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,
                key: list[str] | None = None, replica_identity_full: bool = False,
-               rules: MirrorRules | None = None, progress: Progress = _say) -> MirrorRecord:
+               rules: MirrorRules | None = None, progress: Progress = _say, load: str | None = None,
+               on_load: initial_load.OnLoad | None = None) -> MirrorRecord:
     """Create the mirror. replica_identity_full: the user accepts ALTER TABLE ... REPLICA
-    IDENTITY FULL on a --key table (done only when preflight says it is what is missing)."""
+    IDENTITY FULL on a --key table (done only when preflight says it is what is missing).
+    load: how the existing rows are read, "copy" or "debezium" (default CDC_INITIAL_LOAD;
+    cdc.mirrors.initial_load); on_load: the copy load's progress, about once a second."""
     plan = plan_mirror(ctx, schema, table, source=source, name=name, key=key,
                        replica_identity_full=replica_identity_full, rules=rules)
     spec, src = plan.spec, plan.source
@@ -255,12 +266,16 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
     # a flat topic kept by an earlier `mirror remove` (without --drop-data) still holds rows
     # that Postgres may have deleted since: they are pruned once the snapshot is read
     kept = plan.flat_topic in kafka.topics() and sum(kafka.end_offsets(plan.flat_topic).values()) > 0
+    choice = initial_load.choose(load, ctx.settings.initial_load, spec, plan.table, kafka,
+                                 plan.change_topic, plan.flat_topic)
+    if choice.why:
+        progress(f"load: Debezium's snapshot instead of the copy load: {choice.why}")
     ctx.registry.add_mirror(spec, state="creating", connector_name=cname)
     with rollback.heartbeat(ctx, spec.name):          # the reconciler's sign that this add is alive
         journal = rollback.Journal(ctx, spec.name)    # each undo registered BEFORE its step runs
         try:
             record, request = _create(ctx, plan, journal, kafka, use_pinot, why, replica_identity_full and bool(key),
-                                      progress)
+                                      progress, choice, on_load)
         except BaseException as exc:
             progress(f"mirror {spec.name}: failed ({first_line(exc, 200)}); undoing what was created")
             undo(ctx, spec.name, journal.steps, progress)
@@ -268,7 +283,8 @@ def add_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEF
             raise
         rollback.fault("created")
         # Outside the undo: a snapshot that fails now leaves the mirror in state "error" (+ event).
-        record = snapshot.confirm(ctx, record, src, request, progress)
+        record = snapshot.confirm(ctx, record, src, request, progress) if request is not None else \
+            ctx.registry.update_mirror(spec.name, state="running")
     if kept and record.state == "running":
         _prune_kept(ctx, src, record, progress)
     return record
@@ -280,7 +296,7 @@ def _prune_kept(ctx: Context, src: Source, record: MirrorRecord, progress: Progr
     deletes through the change topic while the connector is stopped). Queries never see a
     half-empty table: nothing is cleared, only rows Postgres no longer has are deleted."""
     from cdc.mirrors import prune
-    progress(f"mirror {record.name}: flat topic {names.flat_topic(record.name)} was kept from an earlier mirror: "
+    progress(f"mirror {record.name}: flat topic {names.flat_topic(record.name, record.generation)} was kept from an earlier mirror: "
              "removing the keys Postgres no longer has once the snapshot is read")
     removed = prune.prune(ctx, src, [ctx.registry.get_mirror(record.name) or record], progress)
     ctx.registry.record_event(record.name, "pruned", f"{removed.get(record.name, 0)} key(s) Postgres no longer has "
@@ -309,8 +325,19 @@ def _refuse_kept_clear_values(plan: MirrorPlan, kafka: Any) -> None:
                  "--drop-data`; then add this mirror")
 
 
+def _submit_job(ctx: Context, spec: MirrorSpec, flink_sql: list[str], journal: rollback.Journal,
+                progress: Progress) -> tuple[str, float]:
+    progress(f"flink: submitting the flatten job for {spec.qualified}")
+    deployed_at = time.time()
+    journal.register("cancel_jobs", pipeline=names.flink_pipeline(spec.name))
+    job_id = ctx.gateway.submit_job(flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
+    rollback.fault("job_submitted")
+    return job_id, deployed_at
+
+
 def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: Any, use_pinot: bool, why: str,
-            set_full: bool, progress: Progress) -> tuple[MirrorRecord, snapshot.Request]:
+            set_full: bool, progress: Progress, choice: initial_load.Choice,
+            on_load: initial_load.OnLoad | None) -> tuple[MirrorRecord, snapshot.Request | None]:
     """The steps of add_mirror that create something, each after registering its undo."""
     spec, src = plan.spec, plan.source
     schema, table, cname = spec.schema_name, spec.table_name, names.connector_name(src.name)
@@ -361,11 +388,11 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
         ctx.controller.add_table(plan.pinot_table)
     else:
         progress(f"pinot: skipped ({why}); the mirror ends at Kafka topic {plan.flat_topic}")
-    progress(f"flink: submitting the flatten job for {spec.qualified}")
-    deployed_at = time.time()
-    journal.register("cancel_jobs", pipeline=names.flink_pipeline(spec.name))
-    job_id = ctx.gateway.submit_job(flink_sql, {"pipeline.name": names.flink_pipeline(spec.name)})
-    rollback.fault("job_submitted")
+    # the copy load: a marker in the change topic, the job's group set to start right after it;
+    # the job itself starts once the rows are loaded (cdc.mirrors.initial_load)
+    start = initial_load.begin(kafka, spec, plan.change_topic, epoch, progress) if choice.copy else None
+    if start is None:
+        job_id, deployed_at = _submit_job(ctx, spec, flink_sql, journal, progress)
     _ensure_full_identity(ctx, src, plan.table, progress)
     if names.notification_topic(src.name) not in kafka.topics():
         journal.register("delete_topic", topic=names.notification_topic(src.name))
@@ -377,23 +404,30 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
     previous = ctx.connect.get_config(cname)
     progress(f"connect: {'updating' if previous else 'creating'} connector {cname}")
     journal.register("connector", source=src.name, connector=cname)
+    request: snapshot.Request | None = None
+    since = _source_clock(ctx, src)
     if previous:
-        since = _source_clock(ctx, src)
         ctx.connect.put_config(cname, plan.connector)
         rollback.fault("connector_configured")
         _wait_task_restarted(ctx, src, cname, spec, since=since)
-        tables = [(spec.schema_name, spec.table_name)]
-        request = snapshot.Request(snapshot.signal_kind(tables), notes_from, send_snapshot_signal(ctx, src, tables))
-        progress(f"debezium: {request.kind} snapshot of {spec.qualified} requested (signal {request.signal_id})")
-    else:
-        create_connector(ctx, cname, plan.connector)
+        if start is None:
+            tables = [(spec.schema_name, spec.table_name)]
+            request = snapshot.Request(snapshot.signal_kind(tables), notes_from, send_snapshot_signal(ctx, src, tables))
+            progress(f"debezium: {request.kind} snapshot of {spec.qualified} requested (signal {request.signal_id})")
+    else:   # with the copy load, Debezium reads no rows itself (no_data); later renders say initial again
+        create_connector(ctx, cname, plan.connector if start is None else {**plan.connector, **initial_load.NO_DATA})
         rollback.fault("connector_configured")
         ctx.connect.wait_running(cname, timeout=120)
-        request = snapshot.Request("initial", notes_from)
-        progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
+        if start is None:
+            request = snapshot.Request("initial", notes_from)
+            progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
+    if start is not None:
+        initial_load.wait_streaming(ctx, src, spec, since)
+        initial_load.load(ctx, src, spec, plan.table, start, progress, on_load)
+        job_id, deployed_at = _submit_job(ctx, spec, flink_sql, journal, progress)
     # what the job runs with: the reconciler compares it with the table (schema_change)
     deployment = Deployment(table=plan.table, group_id=names.flink_group(spec.name), deployed_at=deployed_at,
-                            seq_epoch=epoch, change_topic_id=topic_id)
+                            seq_epoch=epoch, change_topic_id=topic_id, filenodes=plan.filenodes)
     record = ctx.registry.update_mirror(spec.name, flink_job_id=job_id,   # "running" once confirmed
                                         deployment=deployment)
     ctx.registry.record_event(spec.name, rollback.EVENT_CREATED, f"flink job {job_id}; connector {cname}")
@@ -504,7 +538,7 @@ def _remove(ctx: Context, rec: MirrorRecord, src: Source, kafka: Any, drop_data:
             progress(f"flink: job {rec.flink_job_id} could not be cancelled ({exc}); continuing")
     try:   # a job whose add was cut off before it recorded the job's id
         for job in ctx.jobmanager.jobs():
-            if job.name == names.flink_pipeline(name) and job.state not in _ENDED_JOB_STATES \
+            if names.is_pipeline_of(job.name, name) and job.state not in _ENDED_JOB_STATES \
                     and job.id != rec.flink_job_id:
                 ctx.jobmanager.cancel(job.id)
     except RemoteError as exc:
@@ -526,10 +560,16 @@ def _remove(ctx: Context, rec: MirrorRecord, src: Source, kafka: Any, drop_data:
                 kafka.delete_topic(topic)
     if drop_data:
         use_pinot, _ = pinot_enabled(ctx)
+        gens = sorted({rec.generation} | ({rec.deployment.rebuild.generation}
+                                          if rec.deployment and rec.deployment.rebuild else set()))
         if use_pinot:
             progress(f"pinot: dropping table and schema {name}")
-            ctx.controller.delete_table(name)
-            ctx.controller.delete_schema(name)
-        kafka.delete_topic(names.flat_topic(name))
+            if rec.generation:
+                ctx.controller.delete_logical_table(names.pinot_table(name))
+            for g in gens:
+                ctx.controller.delete_table(names.pinot_physical_table(name, g))
+                ctx.controller.delete_schema(names.pinot_physical_table(name, g))
+        for g in gens:
+            kafka.delete_topic(names.flat_topic(name, g))
         kafka.delete_topic(names.dead_letter_topic(name))
         kafka.delete_topic(names.change_topic(src.name, spec.schema_name, spec.table_name))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ from cdc.postgres import catalog, slots
 from cdc.mapping import render
 from cdc.mirrors import service
 from cdc.core.errors import CdcError, ConflictError, RemoteError
-from cdc.mirrors.registry import MirrorRecord
+from cdc.mirrors.registry import Deployment, MirrorRecord
 
 RESTORE_KEY = "execution.state-recovery.path"
 ALIVE_JOB_STATES = flink.ALIVE_JOB_STATES
@@ -57,8 +58,8 @@ class RestorePoint:
     taken_at: float      # epoch seconds (mtime of _metadata, or the JobManager's ack time)
 
 
-def pipeline_name(mirror: str) -> str:
-    return f"cdc-mirror-{mirror}"
+def pipeline_name(mirror: str, generation: int = 0) -> str:
+    return names.flink_pipeline(mirror, generation)
 
 
 def checkpoint_root(ctx: service.Context) -> Path:
@@ -77,15 +78,18 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
-def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str | None = None) -> list[str]:
+def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str | None = None,
+                     dep: Deployment | None = None) -> list[str]:
     """The mirror's Flink SQL rendered from the registry spec and the table its job was
     deployed with (schema_change: a restore never changes the column list silently; the
     table as it is now for a mirror without a recorded deployment), with the restore path
-    SET just before the INSERT when given."""
+    SET just before the INSERT when given. dep: render that deployment instead (a rebuild's
+    next generation, cdc.mirrors.rebuild)."""
     spec = rec.spec
-    epoch = 0
-    if rec.deployment is not None:   # the column list, group and topic epoch the job was deployed with
-        info, group, epoch = rec.deployment.table, rec.deployment.group_id, rec.deployment.seq_epoch
+    epoch, generation = 0, 0
+    dep = dep or rec.deployment
+    if dep is not None:   # the column list, group, topic epoch and generation the job was deployed with
+        info, group, epoch, generation = dep.table, dep.group_id, dep.seq_epoch, dep.generation
     else:
         src = service.get_source(ctx, spec.source)
         with catalog.connect(service.source_dsn(ctx, src)) as conn:
@@ -93,14 +97,15 @@ def flink_statements(ctx: service.Context, rec: MirrorRecord, restore_from: str 
         group = names.flink_group(spec.name)
     stmts = render.render_flink_sql(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                     change_topic=names.change_topic(spec.source, spec.schema_name, spec.table_name),
-                                    flat_topic=names.flat_topic(spec.name), group_id=group, seq_epoch=epoch)
+                                    flat_topic=names.flat_topic(spec.name, generation), group_id=group,
+                                    seq_epoch=epoch, generation=generation)
     if restore_from:
         stmts = stmts[:-1] + [f"SET {render.flink_str(RESTORE_KEY)} = {render.flink_str(restore_from)}"] + stmts[-1:]
     return stmts
 
 
 def _submit(ctx: service.Context, rec: MirrorRecord, restore_from: str | None) -> str:
-    return ctx.gateway.submit_job(flink_statements(ctx, rec, restore_from), {"pipeline.name": pipeline_name(rec.name)})
+    return ctx.gateway.submit_job(flink_statements(ctx, rec, restore_from), {"pipeline.name": pipeline_name(rec.name, rec.generation)})
 
 
 # -- finding restore points --------------------------------------------------------------
@@ -116,7 +121,7 @@ def known_job_ids(ctx: service.Context, rec: MirrorRecord) -> list[str]:
             ids += _JOB_ID.findall(f"{ev.reason or ''}")
     try:
         for job in ctx.jobmanager.jobs():
-            if job.name == pipeline_name(rec.name) and (job.start_time or 0) / 1000 >= born - 1:
+            if job.name == pipeline_name(rec.name, rec.generation) and (job.start_time or 0) / 1000 >= born - 1:
                 ids.append(job.id)
     except RemoteError:
         pass  # the JobManager may be down: the filesystem still has the checkpoints
@@ -230,11 +235,15 @@ def resume_mirror(ctx: service.Context, name: str) -> str:
     return job_id
 
 
+RESYNC_TIMEOUT_S = 3600.0
+
+
 def resync_mirror(ctx: service.Context, name: str) -> str:
-    """Remove the keys Postgres no longer has (cdc.mirrors.prune; the source's connector is
-    stopped for that moment), then ask Debezium for an incremental snapshot of this one table
-    (other tables of the source keep streaming); the re-read rows get new __seq values, so
-    they win over stale ones. Returns the signal id.
+    """Rebuild the mirror from a fresh snapshot without a gap (cdc.mirrors.rebuild: the next
+    generation is filled from Debezium's incremental snapshot of the table plus the live
+    stream while the current one answers, then switched to). Keys Postgres no longer has
+    simply never reach the new generation. Returns once the rebuild has begun; the reconciler
+    (`cdc serve`) or resync_and_wait() finishes it.
 
     When the source's replication slot is lost, streaming cannot resume from it: the whole
     source is repaired instead (cdc.mirrors.slot_repair: new slot, fresh snapshot of its
@@ -244,22 +253,45 @@ def resync_mirror(ctx: service.Context, name: str) -> str:
     if slots.wal_status(service.source_dsn(ctx, src), src.name) == "lost":
         from cdc.mirrors import slot_repair
         return "slot repaired: " + slot_repair.repair(ctx, src.name)
-    from cdc.mirrors import dead_letters, prune
-    # keys the mirror shows that Postgres no longer has (no DELETE event exists for them: rows
-    # deleted while no mirror followed the table) are removed first; nothing is cleared, so
-    # queries never see a half-empty table while the snapshot re-reads the rest
-    removed = prune.prune(ctx, src, [rec], progress=lambda m: None).get(name, 0)
-    if removed:
-        ctx.registry.record_event(name, "pruned", f"{removed} key(s) Postgres no longer has removed")
+    from cdc.mirrors import dead_letters, rebuild, schema_change
+    with catalog.connect(service.source_dsn(ctx, src)) as conn:
+        cur = schema_change.current_of(conn, rec)
+    if cur.gone:
+        raise ConflictError(f"mirror {name} cannot be resynced: {cur.gone}",
+                            hint=f"cdc mirror remove {name}, then add the table under its current name")
     try:      # the re-read supersedes the dead letters so far: rows still bad become new ones
         seen = dead_letters.summary(ctx.settings.kafka_bootstrap, name)["count"]
     except Exception:  # noqa: BLE001 - Kafka unreachable: acknowledge nothing
         seen = None
-    sig = service.send_snapshot_signal(ctx, src, [(rec.spec.schema_name, rec.spec.table_name)])
-    ctx.registry.record_event(name, "resync", f"incremental snapshot of {rec.spec.qualified} (signal {sig})")
+    rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes)
+    ctx.registry.record_event(name, "resync", f"rebuild into generation {rb.generation}: incremental snapshot of "
+                                              f"{rec.spec.qualified} (signal {rb.signal_id})")
     if seen:
-        ctx.registry.record_event(name, dead_letters.ACK_EVENT, f"{seen} dead letter(s) superseded by resync {sig}")
-    return sig
+        ctx.registry.record_event(name, dead_letters.ACK_EVENT, f"{seen} dead letter(s) superseded by resync "
+                                                                f"{rb.signal_id}")
+    return f"rebuilding into generation {rb.generation} (signal {rb.signal_id})"
+
+
+def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], None] = lambda _m: None,
+                    timeout: float = RESYNC_TIMEOUT_S) -> str:
+    """resync_mirror(), then drive the rebuild until the new generation answers."""
+    from cdc.mirrors import rebuild
+    started = resync_mirror(ctx, name)
+    if started.startswith("slot repaired"):
+        return started
+    progress(f"mirror {name}: {started}")
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        outcome, detail = rebuild.step(ctx, name, progress)
+        rec = service.get_mirror(ctx, name)
+        if rec.deployment is None or rec.deployment.rebuild is None:
+            return detail
+        if detail != last:
+            progress(f"mirror {name}: {detail}")
+            last = detail
+        time.sleep(2.0)
+    raise CdcError(f"mirror {name}: the rebuild did not finish in {timeout:.0f}s ({last})",
+                   hint="`cdc mirror status NAME` shows where it is; `cdc serve` carries it on")
 
 
 def restore_job(ctx: service.Context, name: str) -> str:
@@ -276,7 +308,7 @@ def restore_job(ctx: service.Context, name: str) -> str:
         return str(old)
     born = _epoch(rec.created_at)
     for job in ctx.jobmanager.jobs():
-        if (job.name == pipeline_name(name) and job.state in ALIVE_JOB_STATES and job.id != old
+        if (job.name == pipeline_name(name, rec.generation) and job.state in ALIVE_JOB_STATES and job.id != old
                 and (job.start_time or 0) / 1000 >= born - 1):
             ctx.registry.update_mirror(name, flink_job_id=job.id)
             ctx.registry.record_event(name, "adopted", f"live job {job.id} replaces {old} ({state or 'missing'})")

@@ -122,7 +122,7 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
     end = KafkaAdmin(ctx.settings.kafka_bootstrap).end_offsets(ctopic).get(0, 0)
     group = rec.deployment.group_id if rec.deployment is not None else names.flink_group(spec.name)
     epoch = int(getattr(rec.deployment, "seq_epoch", 0) or 0)       # the change topic's incarnation now
-    latest = _mirror_state(ctx.settings.kafka_bootstrap, names.flat_topic(spec.name), keys, maps, end, epoch,
+    latest = _mirror_state(ctx.settings.kafka_bootstrap, names.flat_topic(spec.name, rec.generation), keys, maps, end, epoch,
                            catch_up_timeout, lambda: _committed(ctx.settings.kafka_bootstrap, group, ctopic))
     present = {k: seq for k, (seq, deleted) in latest.items() if not deleted}
     in_pg = _pg_keys(dsn, table, keys, maps)

@@ -24,11 +24,15 @@ are the only parts that talk to systems. Safety rules baked into the split:
 * apply() re-checks each action against fresh state before acting (the plan may be
   seconds old), and failures back off exponentially per (mirror, action kind), so a
   broken mirror is retried at 2 s, 4 s, ... 5 min instead of hammering the systems.
-* Schema changes (cdc/mirrors/schema_change.py): the columns a mirror's job was deployed
-  with (registry) are compared with the table in the catalog. Added nullable columns without
-  a default -> FOLLOW_SCHEMA (redeploy from the change topic's earliest offset, which also
-  replaces a RESTORE_JOB of that mirror); any other change -> SCHEMA_UNSUPPORTED (state
-  "error" + event naming change and fix). Mirrors without a recorded deployment get one.
+* Schema changes (cdc/mirrors/schema_change.py): the columns and storage (relfilenodes) a
+  mirror's job was deployed with (registry) are compared with the table in the catalog
+  (schema_change.decide). Added nullable columns without a default -> FOLLOW_SCHEMA
+  (redeploy from the change topic's earliest offset, which also replaces a RESTORE_JOB of
+  that mirror); types the job and Pinot read alike -> SCHEMA_IN_PLACE; every other change,
+  TRUNCATE and table rewrites -> REBUILD (cdc.mirrors.rebuild: a new generation filled beside
+  the serving one, then REBUILD_STEP every pass until it switches); a column cdc cannot map
+  -> SCHEMA_UNSUPPORTED (state schema_blocked until fixed); a dropped or renamed table ->
+  TABLE_GONE (state error + the fix). Mirrors without a recorded deployment get one.
 * One reconciler acts at a time across processes: a registry lease taken every pass and
   renewed between actions; losing it stops the pass.
 """
@@ -66,6 +70,15 @@ RESTORE_JOB = "restore_job"
 RECREATE_PINOT = "recreate_pinot_table"
 FOLLOW_SCHEMA = "follow_schema_change"
 SCHEMA_UNSUPPORTED = "schema_change_unsupported"
+SCHEMA_IN_PLACE = "schema_change_in_place"
+REBUILD = "rebuild_mirror"                      # cdc.mirrors.rebuild
+REBUILD_STEP = "rebuild_step"
+TABLE_GONE = "table_gone"
+RECORD_STORAGE = "record_table_storage"
+_SCHEMA_KINDS = {schema_change.FOLLOW: FOLLOW_SCHEMA, schema_change.IN_PLACE: SCHEMA_IN_PLACE,
+                 schema_change.REBUILD: REBUILD, schema_change.UNSUPPORTED: SCHEMA_UNSUPPORTED,
+                 schema_change.GONE: TABLE_GONE, schema_change.RECORD: RECORD_STORAGE}
+_SCHEMA_ACTIONS = frozenset(_SCHEMA_KINDS.values())
 RECORD_DEPLOYMENT = "record_deployment"
 REPAIR_SLOT = "repair_lost_slot"
 FINISH_RESYNC = "finish_resync"
@@ -156,11 +169,18 @@ def _schema_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
         return []
     if m.deployment is None:
         return [Action(RECORD_DEPLOYMENT, m.name, "no deployed column list recorded", m.source, m.flink_job_id)]
-    ch = schema_change.diff(m.deployment.table, cur, m.spec)
-    if not ch:
-        return []
-    kind = FOLLOW_SCHEMA if ch.followable else SCHEMA_UNSUPPORTED
-    return [Action(kind, m.name, f"table {m.spec.qualified} changed: {ch.describe()}", m.source, m.flink_job_id)]
+    dep, rb = m.deployment, m.deployment.rebuild
+    if rb is not None:     # compared with what the rebuild is filling
+        dep = dep.model_copy(update={"table": rb.table, "filenodes": rb.filenodes})
+    kind, _ch, why = schema_change.decide(dep, cur, m.spec)
+    if kind is None:
+        return [Action(REBUILD, m.name, f"{m.spec.qualified} is back to a shape cdc can mirror", m.source)] \
+            if m.state == schema_change.BLOCKED_STATE else []
+    if m.state == schema_change.BLOCKED_STATE and kind == schema_change.UNSUPPORTED:
+        return []          # still blocked: nothing to do until the table changes
+    if rb is not None and kind in (schema_change.FOLLOW, schema_change.IN_PLACE):
+        kind = schema_change.REBUILD        # the rebuild in flight has the wrong columns: start over
+    return [Action(_SCHEMA_KINDS[kind], m.name, f"table {m.spec.qualified}: {why}", m.source, kind)]
 
 
 def _partition_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
@@ -188,17 +208,27 @@ def _topic_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
 
 
 def _mirror_actions(m: MirrorRecord, observed: Observed) -> list[Action]:
+    if m.state == schema_change.BLOCKED_STATE:
+        return _schema_actions(m, observed)
+    if m.deployment is not None and m.deployment.rebuild is not None and m.state == ACTIVE_STATE:
+        # generation N answers as it is (its job is not restored: it may be unable to read the
+        # new events) while N+1 fills; a change since the rebuild began starts it over
+        schema = _schema_actions(m, observed)
+        return schema or [Action(REBUILD_STEP, m.name, f"rebuild to generation {m.deployment.rebuild.generation} "
+                                                       "in flight", m.source)]
     topic = _topic_actions(m, observed)
     if any(a.kind in (REBASE_EPOCH, TOPIC_PARTITIONS) for a in topic):
         return topic       # a redeploy on the new topic (or the error state) replaces every other repair
     out: list[Action] = topic
     schema = _schema_actions(m, observed) if m.state == ACTIVE_STATE else []
-    if any(a.kind in (FOLLOW_SCHEMA, SCHEMA_UNSUPPORTED) for a in schema):
-        # the redeploy submits a new job anyway; an unsupported change makes the mirror "error"
-        return ([Action(RECREATE_PINOT, m.name, f"Pinot table {m.name} is missing", m.source, m.name)]
-                if observed.pinot_tables is not None and m.name not in observed.pinot_tables else []) + schema
-    if observed.pinot_tables is not None and m.name not in observed.pinot_tables:
-        out.append(Action(RECREATE_PINOT, m.name, f"Pinot table {m.name} is missing", m.source, m.name))
+    physical = names.pinot_physical_table(m.name, m.generation)
+    missing = observed.pinot_tables is not None and physical not in observed.pinot_tables
+    if any(a.kind in _SCHEMA_ACTIONS - {RECORD_STORAGE} for a in schema):
+        # a redeploy or rebuild submits a new job anyway; an unsupported change blocks the mirror
+        return ([Action(RECREATE_PINOT, m.name, f"Pinot table {physical} is missing", m.source, m.name)]
+                if missing else []) + schema
+    if missing:
+        out.append(Action(RECREATE_PINOT, m.name, f"Pinot table {physical} is missing", m.source, m.name))
     if observed.jobs is not None:
         state = observed.jobs.get(m.flink_job_id) if m.flink_job_id else None
         if state is None:
@@ -238,7 +268,8 @@ def plan(desired: list[MirrorRecord], observed: Observed, stuck_after_s: float =
     actions: list[Action] = []
     for source in sorted(by_source):
         actions += _connector_actions(source, by_source[source], observed, stuck_after_s)
-    per_mirror = [a for m in sorted(desired, key=lambda r: r.name) if m.state in ACTIVE_STATES
+    per_mirror = [a for m in sorted(desired, key=lambda r: r.name)
+                  if m.state in ACTIVE_STATES or m.state == schema_change.BLOCKED_STATE
                   for a in _mirror_actions(m, observed)]
     last = [a for source in sorted(by_source) for a in _source_actions(source, by_source[source], observed,
                                                                         stuck_after_s)]
@@ -273,7 +304,8 @@ def observe(ctx: service.Context, desired: list[MirrorRecord]) -> Observed:
         obs.jobs = {j.id: j.state for j in ctx.jobmanager.jobs()}
     except RemoteError as exc:
         log.warning("reconcile: Flink unknown: %s", exc)
-    obs.tables = schema_change.observe_tables(ctx, [m for m in desired if m.state == ACTIVE_STATE])
+    obs.tables = schema_change.observe_tables(ctx, [m for m in desired
+                                                    if m.state in (ACTIVE_STATE, schema_change.BLOCKED_STATE)])
     obs.change_topics = topic_epoch.observe(ctx, [m for m in desired if m.state == ACTIVE_STATE])
     obs.lost_slots = set()
     for source in sorted({m.source for m in desired if m.state in ACTIVE_STATES}):
@@ -334,7 +366,8 @@ def _still_running(ctx: service.Context, a: Action) -> bool:
     rec = ctx.registry.get_mirror(a.mirror)
     wanted = {slot_repair.STATE} if a.kind == FINISH_RESYNC else \
         ACTIVE_STATES if a.kind in (RECREATE_CONNECTOR, RESTART_CONNECTOR, RESUME_CONNECTOR, REPAIR_SLOT, RESTORE_JOB,
-                                    RECREATE_PINOT) else {ACTIVE_STATE}
+                                    RECREATE_PINOT) else \
+        {ACTIVE_STATE, schema_change.BLOCKED_STATE} if a.kind in _SCHEMA_ACTIONS else {ACTIVE_STATE}
     return rec is not None and rec.state in wanted
 
 
@@ -383,16 +416,20 @@ def _do_pinot(ctx: service.Context, a: Action) -> tuple[str, str]:
     with catalog.connect(service.source_dsn(ctx, src)) as conn:
         info = catalog.introspect(conn, spec.schema_name, spec.table_name)
     ctx.controller.add_schema(render.render_pinot_schema(spec, info), override=True)
-    if ctx.controller.get_table(spec.name) is not None:
+    physical, topic = names.pinot_physical_table(spec.name, rec.generation), names.flat_topic(spec.name, rec.generation)
+    spec = spec.model_copy(update={"name": physical})
+    if rec.generation:
+        ctx.controller.add_schema(render.render_pinot_schema(spec, info), override=True)
+    if ctx.controller.get_table(physical) is not None:
         return "noop", "schema ensured; table exists again"
     try:
         ctx.controller.add_table(render.render_pinot_table(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap,
-                                                           flat_topic=names.flat_topic(spec.name)))
+                                                           flat_topic=topic))
     except PermanentRemoteError as exc:
         if exc.status != 409:
             raise
         return "noop", "table created concurrently"
-    return "done", f"schema and REALTIME table {spec.name} created; Pinot re-reads {names.flat_topic(spec.name)}"
+    return "done", f"schema and REALTIME table {physical} created; Pinot re-reads {topic}"
 
 
 def _execute(ctx: service.Context, a: Action, stuck_after_s: float = rollback.STUCK_AFTER_S) -> tuple[str, str]:
@@ -413,10 +450,13 @@ def _execute(ctx: service.Context, a: Action, stuck_after_s: float = rollback.ST
         return ("done" if changed else "noop"), f"job {job}"
     if a.kind == RECREATE_PINOT:
         return _do_pinot(ctx, a)
-    if a.kind == FOLLOW_SCHEMA:
-        return schema_change.follow(ctx, a.mirror)
-    if a.kind == SCHEMA_UNSUPPORTED:
-        return schema_change.refuse(ctx, a.mirror)
+    if a.kind in _SCHEMA_ACTIONS:
+        planned = a.target if a.target in _SCHEMA_KINDS else \
+            next(k for k, v in _SCHEMA_KINDS.items() if v == a.kind)
+        return schema_change.act(ctx, a.mirror, planned)
+    if a.kind == REBUILD_STEP:
+        from cdc.mirrors import rebuild
+        return rebuild.step(ctx, a.mirror, progress=log.info)
     if a.kind == RECORD_DEPLOYMENT:
         return schema_change.record_baseline(ctx, a.mirror)
     if a.kind == REBASE_EPOCH:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 
 from cdc.mapping import dbz_names
-from cdc.mirrors import lifecycle, rollback, snapshot
+from cdc.mirrors import lifecycle, load_progress, rollback, snapshot
 from cdc.mirrors.context import Context
 from cdc.mirrors.sources import get_source
 
@@ -53,6 +53,12 @@ def recover(ctx: Context, name: str, bound: float, now: float, progress: Progres
 
 def _resume(ctx: Context, name: str, age: float) -> str:
     rec = lifecycle.get_mirror(ctx, name)
+    load = load_progress.read(ctx.settings.registry_file, name, rec.created_at)
+    if load is not None and load.state == "done":      # "created" comes after the copy load and the job
+        ctx.registry.update_mirror(name, state="running")
+        detail = f"add cut off {age:.0f}s ago after everything was made (rows read by the copy load): resumed"
+        ctx.registry.record_event(name, "recovered", detail)
+        return detail
     src = get_source(ctx, rec.spec.source)
     p = snapshot.progress_of(ctx, rec, src)
     if p.state == "failed":

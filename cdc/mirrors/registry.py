@@ -95,6 +95,25 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+class Rebuild(BaseModel):
+    """A rebuild in flight (cdc.mirrors.rebuild): generation `generation` is being filled by job
+    `job_id` (consumer group `group_id`, from change-topic offset `start_offset`) plus the
+    incremental snapshot `signal_id`, while the deployed generation keeps answering."""
+
+    generation: int
+    table: TableInfo
+    group_id: str
+    start_offset: int
+    filenodes: dict[str, int] | None = None
+    job_id: str | None = None
+    signal_id: str | None = None
+    started_at: float = 0.0
+    reason: str = ""
+    # once the snapshot is read: the offset of the change topic's last data record then; the
+    # switch waits until generation N+1 has written its change (or committed past it)
+    target_offset: int | None = None
+
+
 class Deployment(BaseModel):
     """What a mirror's Flink job runs with: the table its SQL was rendered from (so a
     restore renders the same column list) and the consumer group of its Kafka source.
@@ -108,6 +127,12 @@ class Deployment(BaseModel):
     # Kafka topic id the job reads; another id means the topic was recreated (cdc.mirrors.topic_epoch).
     seq_epoch: int = 0
     change_topic_id: str | None = None
+    # Which flat topic / job / Pinot physical table holds the mirror (cdc.core.names, 0 = the
+    # ones `mirror add` made), the table's storage (relfilenode per leaf: TRUNCATE and table
+    # rewrites change it; None = not recorded yet), and a rebuild in flight.
+    generation: int = 0
+    filenodes: dict[str, int] | None = None
+    rebuild: Rebuild | None = None
 
     def columns(self) -> list[str]:
         return [f"{c.name} {c.type_name}" for c in sorted(self.table.columns, key=lambda c: c.position)]
@@ -127,6 +152,11 @@ class MirrorRecord(BaseModel):
     created_at: str
     updated_at: str
     deployment: Deployment | None = None
+
+    @property
+    def generation(self) -> int:
+        """The generation that answers queries (cdc.core.names: flat topic, job, Pinot table)."""
+        return self.deployment.generation if self.deployment else 0
 
 
 class Event(BaseModel):

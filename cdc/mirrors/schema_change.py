@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdc.core import names
-from cdc.core.errors import CdcError, PreflightError
+from cdc.core.errors import CdcError, NotFoundError, PreflightError
 from cdc.core.models import Column, MirrorSpec, TableInfo
 from cdc.mapping import render
 from cdc.mapping.typemap import map_column
@@ -67,12 +67,29 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 """
 
 
+_BY_OID_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s
+"""
+
+# What a change asks for (decide()).
+FOLLOW = "follow"            # nullable ADD COLUMN: redeploy the job with the new columns
+IN_PLACE = "in_place"        # same Flink and Pinot types (varchar(n) -> text, numeric precision up)
+REBUILD = "rebuild"          # cdc.mirrors.rebuild: a new generation from a fresh snapshot
+UNSUPPORTED = "unsupported"  # a column cdc cannot map: the mirror stops (schema_blocked) until fixed
+GONE = "gone"                # the table was dropped or renamed
+RECORD = "record_storage"    # a deployment without the table's storage recorded yet
+BLOCKED_STATE = "schema_blocked"
+
+
 @dataclass(frozen=True)
 class Current:
-    """The table as the catalog describes it now, plus the columns that have a default."""
+    """The table as the catalog describes it now, plus the columns that have a default, its
+    storage (relfilenode per oid) and, for a table no longer there, what became of it."""
 
     table: TableInfo
     defaulted: frozenset[str] = frozenset()
+    filenodes: dict[str, int] = field(default_factory=dict)
+    gone: str | None = None
 
 
 @dataclass
@@ -90,6 +107,9 @@ class Change:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.dropped or self.renamed or self.retyped or self.key)
+
+    unmappable: list[tuple[str, str]] = field(default_factory=list)   # (column, why) of new/retyped columns
+    in_place_types: bool = False    # every type change keeps the column's Flink and Pinot types
 
     @property
     def followable(self) -> bool:
@@ -127,6 +147,7 @@ def diff(deployed: TableInfo, current: Current, spec: MirrorSpec | None = None) 
     new = {_ident(c): c for c in _cols(current.table)}
     ch = Change(before=[f"{c.name} {c.type_name}" for c in _cols(deployed)],
                 after=[f"{c.name} {c.type_name}" for c in _cols(current.table)])
+    same_types = True
     for k, c in old.items():
         n = new.get(k)
         if n is None:
@@ -135,6 +156,8 @@ def diff(deployed: TableInfo, current: Current, spec: MirrorSpec | None = None) 
             ch.renamed.append((c.name, n.name))
         elif n.type_name != c.type_name:
             ch.retyped.append((c.name, c.type_name, n.type_name))
+            same_types = _mapped(n, ch) and _same_mapping(c, n) and same_types
+    ch.in_place_types = bool(ch.retyped) and same_types
     for k, c in new.items():
         if k in old:
             continue
@@ -143,13 +166,85 @@ def diff(deployed: TableInfo, current: Current, spec: MirrorSpec | None = None) 
             ch.refused_added.append((c.name, "added with a default (or generated / identity): Postgres fills "
                                              "existing rows without a change event for each"))
             continue
-        try:
-            map_column(c)
-        except PreflightError as exc:
-            ch.refused_added.append((c.name, exc.message if hasattr(exc, "message") else str(exc)))
+        if not _mapped(c, ch):
+            ch.refused_added.append(ch.unmappable[-1])
     if not (spec and spec.key_columns) and list(deployed.primary_key) != list(current.table.primary_key):
         ch.key = (list(deployed.primary_key), list(current.table.primary_key))
     return ch
+
+
+def _mapped(c: Column, ch: Change) -> bool:
+    try:
+        map_column(c)
+        return True
+    except PreflightError as exc:
+        ch.unmappable.append((c.name, getattr(exc, "message", None) or str(exc)))
+        return False
+
+
+def _same_mapping(old: Column, new: Column) -> bool:
+    """The job and Pinot see no difference: same Flink row/output types, same conversion, same
+    Pinot type (varchar(10) -> text, numeric(10,2) -> numeric(12,2)). Pinot changes no column's
+    type in place ("a new table has to be created", Pinot's schema-evolution docs): int -> bigint
+    (INT -> LONG) is a rebuild."""
+    a, b = map_column(old), map_column(new)
+    return (a.flink_row_type, a.flink_type, a.pinot_type, a.conversion, a.single_value, a.field_kind) == \
+        (b.flink_row_type, b.flink_type, b.pinot_type, b.conversion, b.single_value, b.field_kind)
+
+
+def decide(dep: Deployment, cur: Current, spec: MirrorSpec | None = None) -> tuple[str | None, Change, str]:
+    """What to do about the table now vs what the mirror runs with (pure): (kind or None, the
+    column change, why). Storage is compared for the oids both know (partitions come and go
+    through cdc.mirrors.partitions)."""
+    ch = diff(dep.table, cur, spec)
+    if cur.gone:
+        return GONE, ch, cur.gone
+    if ch.unmappable:
+        cols = "; ".join(f"{n}: {why}" for n, why in ch.unmappable)
+        return UNSUPPORTED, ch, f"column(s) cdc cannot mirror: {cols}"
+    if ch.key and not cur.table.primary_key:
+        return UNSUPPORTED, ch, "the table has no primary key any more (add one, or re-add the mirror with --key)"
+    if spec and spec.key_columns and any(k in ch.dropped or k in dict(ch.renamed) for k in spec.key_columns):
+        return UNSUPPORTED, ch, f"a --key column ({', '.join(spec.key_columns)}) was dropped or renamed"
+    if dep.filenodes is None:     # a mirror deployed before storage was recorded: record it now
+        return (_by_columns(ch) if ch else RECORD if cur.filenodes else None), ch, "table storage not recorded yet"
+    rewritten = sorted(o for o, f in cur.filenodes.items() if o in dep.filenodes and dep.filenodes[o] != f)
+    if rewritten:
+        why = ("the table's storage was replaced (TRUNCATE, or a rewrite: ALTER COLUMN TYPE, a volatile "
+               "DEFAULT, VACUUM FULL, CLUSTER)")
+        return REBUILD, ch, why + (f"; {ch.describe()}" if ch else "")
+    if not ch:
+        return None, ch, ""
+    return _by_columns(ch), ch, ch.describe()
+
+
+def _by_columns(ch: Change) -> str:
+    if ch.followable:
+        return FOLLOW
+    if not (ch.added or ch.dropped or ch.renamed or ch.key) and ch.in_place_types:
+        return IN_PLACE
+    return REBUILD
+
+
+WHAT_IT_DOES = {
+    FOLLOW: "redeploy the flatten job with the new column(s) in place; existing rows read NULL, as in Postgres",
+    IN_PLACE: "record the new type(s): the job and Pinot read them alike, nothing is redeployed",
+    REBUILD: "rebuild into a new generation (fresh snapshot + live stream) while the current one answers, "
+             "then switch to it: no gap",
+    UNSUPPORTED: "stop following (state schema_blocked): the mirror keeps its last good rows until the column is "
+                 "fixed or left out",
+    GONE: "mark the mirror error with the fix; nothing is removed",
+    RECORD: "record the table's storage (relfilenodes) as the baseline for TRUNCATE detection",
+}
+
+
+def pending(ctx: Context, name: str) -> dict[str, Any] | None:
+    """What the reconciler will do about the mirror's table as it is now (None: nothing)."""
+    rec, d = _now(ctx, name)
+    if rec is None or d is None or d[0] is None:
+        return None
+    kind, ch, why = d
+    return {"action": kind, "why": why, "what_it_does": WHAT_IT_DOES[kind], "before": ch.before, "after": ch.after}
 
 
 def fix_hint(rec: MirrorRecord) -> str:
@@ -161,9 +256,30 @@ def fix_hint(rec: MirrorRecord) -> str:
 # -- observe -------------------------------------------------------------------------------
 
 def current_of(conn: Any, rec: MirrorRecord) -> Current:
-    info = catalog.introspect(conn, rec.spec.schema_name, rec.spec.table_name)
+    """The table now; a table no longer found under the mirror's name is described by what
+    became of the oid the mirror was deployed with (gone: dropped / renamed / re-created)."""
+    try:
+        info = catalog.introspect(conn, rec.spec.schema_name, rec.spec.table_name)
+    except NotFoundError:
+        return Current(rec.deployment.table if rec.deployment else _empty(rec), gone=_fate(conn, rec))
+    if rec.deployment is not None and rec.deployment.table.oid and info.oid != rec.deployment.table.oid:
+        return Current(info, gone=(f"table {rec.spec.qualified} was dropped and created again (oid "
+                                   f"{rec.deployment.table.oid} -> {info.oid}): the mirror's connector, publication "
+                                   f"and rows belong to the old table"))
     defaulted = frozenset(r[0] for r in conn.execute(_DEFAULTED_SQL, (info.oid,)).fetchall())
-    return Current(info, defaulted)
+    return Current(info, defaulted, catalog.filenodes(conn, info.oid))
+
+
+def _empty(rec: MirrorRecord) -> TableInfo:
+    return TableInfo(schema_name=rec.spec.schema_name, table_name=rec.spec.table_name, columns=[], primary_key=[])
+
+
+def _fate(conn: Any, rec: MirrorRecord) -> str:
+    oid = rec.deployment.table.oid if rec.deployment else None
+    row = conn.execute(_BY_OID_SQL, (oid,)).fetchone() if oid else None
+    if row is None:
+        return f"table {rec.spec.qualified} was dropped"
+    return f"table {rec.spec.qualified} was renamed to {catalog.qualified_name(row[0], row[1])}"
 
 
 def observe_tables(ctx: Context, mirrors: list[MirrorRecord]) -> dict[str, Current]:
@@ -198,16 +314,16 @@ def flink_sql(ctx: Context, rec: MirrorRecord, dep: Deployment) -> list[str]:
     spec = rec.spec
     return render.render_flink_sql(spec, dep.table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                    change_topic=names.change_topic(spec.source, spec.schema_name, spec.table_name),
-                                   flat_topic=names.flat_topic(spec.name), group_id=dep.group_id,
-                                   seq_epoch=dep.seq_epoch)
+                                   flat_topic=names.flat_topic(spec.name, dep.generation), group_id=dep.group_id,
+                                   seq_epoch=dep.seq_epoch, generation=dep.generation)
 
 
 def _live_jobs(ctx: Context, rec: MirrorRecord) -> list[str]:
     """Every live job of the mirror: the recorded one and any carrying its pipeline name
     (e.g. submitted by a pass that died before recording it)."""
-    from cdc.mirrors.ops import ALIVE_JOB_STATES
+    from cdc.clients.flink import ALIVE_JOB_STATES
     ids = [j.id for j in ctx.jobmanager.jobs()
-           if j.state in ALIVE_JOB_STATES and j.name == names.flink_pipeline(rec.name)]
+           if j.state in ALIVE_JOB_STATES and j.name == names.flink_pipeline(rec.name, rec.generation)]
     if rec.flink_job_id and rec.flink_job_id not in ids and \
             ctx.jobmanager.job_state(rec.flink_job_id) in ALIVE_JOB_STATES:
         ids.append(rec.flink_job_id)
@@ -218,15 +334,15 @@ def redeploy(ctx: Context, rec: MirrorRecord, dep: Deployment) -> tuple[str, lis
     """Replace the mirror's job by one deployed as `dep` (stamped now): every live job of the
     mirror cancelled and gone first, then the new one submitted and recorded. Returns the new
     job id, the cancelled ones and the seconds the submit took."""
-    from cdc.mirrors.ops import _wait_job_ended
     cancelled = _live_jobs(ctx, rec)
     for jid in cancelled:
         ctx.jobmanager.cancel(jid)
     for jid in cancelled:
-        _wait_job_ended(ctx, jid)
+        ctx.jobmanager.wait_ended(jid)
     dep = dep.model_copy(update={"deployed_at": time.time()})
     started = time.monotonic()
-    job = ctx.gateway.submit_job(flink_sql(ctx, rec, dep), {"pipeline.name": names.flink_pipeline(rec.name)})
+    job = ctx.gateway.submit_job(flink_sql(ctx, rec, dep),
+                                 {"pipeline.name": names.flink_pipeline(rec.name, dep.generation)})
     ctx.registry.update_mirror(rec.name, flink_job_id=job, deployment=dep)
     return job, cancelled, time.monotonic() - started
 
@@ -242,6 +358,108 @@ def _pinot_add_columns(ctx: Context, rec: MirrorRecord, table: TableInfo) -> str
     return f"Pinot schema {rec.name} updated and table reloaded"
 
 
+def _now(ctx: Context, name: str) -> tuple[MirrorRecord | None, tuple[str | None, Change, str] | None]:
+    """The mirror and decide() against the catalog now (the plan may be seconds old)."""
+    rec = ctx.registry.get_mirror(name)
+    if rec is None or rec.deployment is None:
+        return rec, None
+    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
+        cur = current_of(conn, rec)
+    target = rec.deployment.rebuild
+    dep = rec.deployment if target is None else rec.deployment.model_copy(
+        update={"table": target.table, "filenodes": target.filenodes})
+    return rec, decide(dep, cur, rec.spec)
+
+
+def act(ctx: Context, name: str, kind: str) -> tuple[str, str]:
+    """Carry out what decide() asks for, re-checked now; the planned kind only says why we came."""
+    rec, d = _now(ctx, name)
+    if rec is None or d is None:
+        return "noop", "mirror gone or without a deployment"
+    now, ch, why = d
+    if now is None:
+        if rec.state == BLOCKED_STATE:       # changed back: what it missed meanwhile is re-read
+            return _rebuild(ctx, rec, ch, "the unsupported change was undone")
+        return "noop", "nothing changed (any more)"
+    if now != kind:
+        return "noop", f"changed again since the plan ({kind} -> {now}); the next pass decides"
+    if now == FOLLOW and rec.deployment and rec.deployment.rebuild is None and rec.state != BLOCKED_STATE:
+        return follow(ctx, name)
+    if now == IN_PLACE and rec.deployment and rec.deployment.rebuild is None and rec.state != BLOCKED_STATE:
+        return _in_place(ctx, rec, ch)
+    if now == RECORD:
+        return _record_storage(ctx, rec)
+    if now == UNSUPPORTED:
+        return _block(ctx, rec, ch, why)
+    if now == GONE:
+        return _gone(ctx, rec, why)
+    return _rebuild(ctx, rec, ch, why)
+
+
+def _rebuild(ctx: Context, rec: MirrorRecord, ch: Change, why: str) -> tuple[str, str]:
+    from cdc.mirrors import rebuild
+    if rec.state == BLOCKED_STATE:
+        ctx.registry.update_mirror(rec.name, state="running")
+    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
+        cur = current_of(conn, rec)
+    rb = rebuild.start(ctx, rec.name, f"schema change: {why}", cur.table, cur.filenodes)
+    ctx.registry.record_event(rec.name, EVENT, f"rebuild (generation {rb.generation}): {why}; {ch.columns_text()}")
+    return "done", f"rebuild started: generation {rb.generation}"
+
+
+def _in_place(ctx: Context, rec: MirrorRecord, ch: Change) -> tuple[str, str]:
+    """Types changed, but neither the job nor Pinot sees a difference: the deployment records
+    the new types, nothing is redeployed."""
+    assert rec.deployment is not None
+    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
+        cur = current_of(conn, rec)
+    table = cur.table.model_copy(update={"partition_oids": rec.deployment.table.partition_oids})
+    ctx.registry.update_mirror(rec.name, deployment=rec.deployment.model_copy(
+        update={"table": table, "filenodes": cur.filenodes or rec.deployment.filenodes}))
+    ctx.registry.record_event(rec.name, EVENT, f"in place: {ch.describe()}; {ch.columns_text()}; the job and "
+                                               "Pinot read the same types, nothing redeployed")
+    return "done", f"in place: {ch.describe()}"
+
+
+def _record_storage(ctx: Context, rec: MirrorRecord) -> tuple[str, str]:
+    assert rec.deployment is not None
+    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
+        cur = current_of(conn, rec)
+    ctx.registry.update_mirror(rec.name, deployment=rec.deployment.model_copy(update={"filenodes": cur.filenodes}))
+    return "done", f"table storage recorded ({len(cur.filenodes)} relfilenode(s))"
+
+
+def _block(ctx: Context, rec: MirrorRecord, ch: Change, why: str) -> tuple[str, str]:
+    """State schema_blocked: nothing is torn down, the mirror keeps answering with its last
+    good rows, the reconciler leaves its job alone and looks again every pass; a fix in
+    Postgres (or leaving the column out) resumes it through a rebuild."""
+    if rec.state == BLOCKED_STATE:
+        return "noop", "still blocked"
+    msg = (f"NOT followed: {why}; {ch.columns_text()}; the mirror keeps its last good rows and resumes once "
+           f"the column has a type cdc can mirror (ALTER TABLE ... ALTER COLUMN ... TYPE ...), or is dropped; "
+           f"or leave it out: {exclude_hint(rec, ch)}")
+    ctx.registry.update_mirror(rec.name, state=BLOCKED_STATE)
+    ctx.registry.record_event(rec.name, EVENT, msg)
+    return "done", msg
+
+
+def exclude_hint(rec: MirrorRecord, ch: Change) -> str:
+    cols = ",".join(n for n, _ in ch.unmappable) or "COLUMN"
+    return f"cdc mirror remove {rec.name} --drop-data, then cdc mirror add {rec.spec.qualified} --exclude {cols}"
+
+
+def _gone(ctx: Context, rec: MirrorRecord, why: str) -> tuple[str, str]:
+    """The table is no longer there under its name: state error with the fix; nothing is
+    removed (the mirror keeps its rows until the user removes it)."""
+    if rec.state == "error":
+        return "noop", "already marked"
+    msg = (f"{why}; the mirror keeps its last rows and no longer follows anything; fix: cdc mirror remove "
+           f"{rec.name} (--drop-data to delete its rows too), and cdc mirror add for the table under its new name")
+    ctx.registry.update_mirror(rec.name, state="error")
+    ctx.registry.record_event(rec.name, "table_gone", msg)
+    return "done", msg
+
+
 def follow(ctx: Context, name: str) -> tuple[str, str]:
     """Redeploy the mirror's job for added columns (re-checked against the catalog now).
     Idempotent: nothing to do once the deployment holds the columns; a pass that died
@@ -255,7 +473,7 @@ def follow(ctx: Context, name: str) -> tuple[str, str]:
     if not ch:
         return "noop", "the job already has every column"
     if not ch.followable:
-        return mark_unsupported(ctx, rec, ch)
+        return "noop", "changed again since the plan; the next pass decides"
     pinot = _pinot_add_columns(ctx, rec, cur.table)
     # the partitions stay as last followed (cdc.mirrors.partitions acts on the difference)
     table = cur.table.model_copy(update={"partition_oids": rec.deployment.table.partition_oids})
@@ -267,27 +485,6 @@ def follow(ctx: Context, name: str) -> tuple[str, str]:
               f"from its earliest offset with new consumer group {dep.group_id}; {pinot}")
     ctx.registry.record_event(name, EVENT, f"followed: {ch.describe()}; {ch.columns_text()}; {detail}")
     return "done", detail
-
-
-def mark_unsupported(ctx: Context, rec: MirrorRecord, ch: Change) -> tuple[str, str]:
-    """State "error" (the reconciler stops repairing it) with an event naming change and fix."""
-    msg = (f"NOT followed: {ch.describe()}; {ch.columns_text()}; the mirror keeps its old columns and is no "
-           f"longer exact; fix: {fix_hint(rec)}")
-    ctx.registry.update_mirror(rec.name, state="error")
-    ctx.registry.record_event(rec.name, EVENT, msg)
-    return "done", msg
-
-
-def refuse(ctx: Context, name: str) -> tuple[str, str]:
-    """Re-check an unsupported change against the catalog now, then mark the mirror "error"."""
-    rec = ctx.registry.get_mirror(name)
-    if rec is None or rec.deployment is None:
-        return "noop", "mirror gone or without a deployment"
-    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
-        ch = diff(rec.deployment.table, current_of(conn, rec), rec.spec)
-    if not ch or ch.followable:
-        return "noop", "changed again since the plan; the next pass decides"
-    return mark_unsupported(ctx, rec, ch)
 
 
 def record_baseline(ctx: Context, name: str) -> tuple[str, str]:

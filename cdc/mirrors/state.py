@@ -95,11 +95,13 @@ def epoch_above(bootstrap: str, flat_topic: str) -> int:
     return 0 if top < 0 else (top >> render.SEQ_EPOCH_SHIFT) + 1
 
 
-def engine_raw_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def engine_raw_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo, generation: int = 0
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows (Pinot column names, values as a Pinot query returns them) and the engine's
-    summary, from Pinot's own code consuming the mirror's flat topic."""
+    summary, from Pinot's own code consuming the flat topic of the mirror's generation (the
+    in-process counterpart of querying its logical table: the registry names the generation)."""
     from cdc.clients import pinot_engine
-    topic = names.flat_topic(spec.name)
+    topic = names.flat_topic(spec.name, generation)
     schema = render.render_pinot_schema(spec, table)
     table_config = render.render_pinot_table(spec, table, kafka_bootstrap=bootstrap, flat_topic=topic)
     return pinot_engine.upsert_rows(schema, table_config, flat_records(bootstrap, topic))

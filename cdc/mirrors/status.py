@@ -8,9 +8,9 @@ from typing import Any
 import psycopg
 
 from cdc.core import names
-from cdc.core.errors import CdcError, ConfigError, RemoteError, first_line
+from cdc.core.errors import CdcError, ConfigError, NotFoundError, RemoteError, first_line
 from cdc.mirrors.context import Context, pinot_enabled
-from cdc.mirrors import dead_letters, snapshot
+from cdc.mirrors import dead_letters, load_progress, snapshot
 from cdc.mirrors.lifecycle import get_mirror
 from cdc.mirrors.registry import MirrorRecord
 from cdc.mirrors.sources import get_source, source_dsn
@@ -35,7 +35,8 @@ def _last_schema_change(ctx: Context, name: str) -> dict[str, Any] | None:
     ev = next((e for e in ctx.registry.list_events(name, limit=500) if e.action == "schema_change"), None)
     if ev is None:
         return None
-    return {"ts": ev.ts, "followed": (ev.reason or "").startswith("followed"), "reason": ev.reason}
+    return {"ts": ev.ts, "followed": (ev.reason or "").startswith(("followed", "in place", "rebuild")),
+            "reason": ev.reason}
 
 
 def _last_slot_repair(ctx: Context, name: str) -> dict[str, Any] | None:
@@ -48,10 +49,18 @@ def _last_slot_repair(ctx: Context, name: str) -> dict[str, Any] | None:
 def mirror_status(ctx: Context, name: str) -> dict[str, Any]:
     snap, rec = _snapshot_status(ctx, get_mirror(ctx, name))
     out: dict[str, Any] = {"name": name, "state": rec.state, "source": rec.spec.source,
-                           "table": rec.spec.qualified, "flat_topic": names.flat_topic(name), "snapshot": snap}
+                           "table": rec.spec.qualified, "flat_topic": names.flat_topic(name, rec.generation), "snapshot": snap}
+    load = load_progress.read(ctx.settings.registry_file, name, rec.created_at)
+    if load is not None:       # the copy load read the rows (cdc.mirrors.initial_load), not Debezium
+        out["load"] = load.as_dict()
+        if snap.get("state") in ("requested", "unknown"):
+            out["snapshot"] = {"state": "not_used", "reason": "the rows were read by the copy load (see load)"}
     out["schema"] = {"deployed_columns": rec.deployment.columns() if rec.deployment else None,
                      "consumer_group": rec.deployment.group_id if rec.deployment else None,
                      "last_change": _last_schema_change(ctx, name)}
+    from cdc.mirrors import rebuild       # a new generation being filled beside the serving one
+    out["generation"] = rec.generation
+    out["rebuild"] = rebuild.status(ctx, rec)
     try:
         st = ctx.connect.status(names.connector_name(rec.spec.source))
         out["connector"] = None if st is None else {
@@ -118,12 +127,18 @@ def answered_by(ctx: Context) -> str:
 def read_mirror(ctx: Context, name: str) -> tuple[state.Rows, str]:
     """The mirror's current rows (canonical, by key) and what read them: a Pinot server
     where one runs, else Pinot's own ingestion and upsert code in-process."""
-    spec = get_mirror(ctx, name).spec
+    rec = get_mirror(ctx, name)
+    spec = rec.spec
     with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
-        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+        try:
+            info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+        except NotFoundError:      # dropped or renamed: the mirror still answers with its last rows
+            if rec.deployment is None:
+                raise
+            info = rec.deployment.table
     if pinot_enabled(ctx)[0]:
         return state.pinot_rows(ctx.broker.query, name, info, spec.key_columns), state.SERVER
-    raw, summary = state.engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info)
+    raw, summary = state.engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info, rec.generation)
     return state.canonical_rows(raw, info, spec.key_columns), state.engine_label(summary)
 
 
@@ -138,7 +153,7 @@ def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any
     spec = rec.spec
     with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
         info = catalog.introspect(conn, spec.schema_name, spec.table_name)
-    topic = names.flat_topic(spec.name)
+    topic = names.flat_topic(spec.name, rec.generation)
     response = pinot_engine.default_engine().query(
         render.render_pinot_schema(spec, info),
         render.render_pinot_table(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap, flat_topic=topic),

@@ -189,15 +189,15 @@ class _EngineTarget:
     in-process (no server): every read replays the whole topic through the engine, so a
     re-check sees everything written since the first pass."""
 
-    def __init__(self, bootstrap: str, spec: MirrorSpec, t: _Table) -> None:
-        self.bootstrap, self.spec, self.t = bootstrap, spec, t
+    def __init__(self, bootstrap: str, spec: MirrorSpec, t: _Table, generation: int = 0) -> None:
+        self.bootstrap, self.spec, self.t, self.generation = bootstrap, spec, t, generation
         self.state: dict[Key, tuple[str, Row | None]] = {}
         self.label = mirror_state.engine_label()
         self.duplicates = 0
 
     def _read(self, want: set[Key] | frozenset[Key] = frozenset()) -> dict[Key, tuple[str, Row | None]]:
         """key -> (digest, the row only for keys in `want`)."""
-        raw, summary = mirror_state.engine_raw_rows(self.bootstrap, self.spec, self.t.info)
+        raw, summary = mirror_state.engine_raw_rows(self.bootstrap, self.spec, self.t.info, self.generation)
         self.label = mirror_state.engine_label(summary)
         out: dict[Key, tuple[str, Row | None]] = {}
         for r in raw:
@@ -363,9 +363,9 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         info = catalog.introspect(c, rec.spec.schema_name, rec.spec.table_name)
     t, applied, skipped = _table_with_rules(ctx, rec.spec, info, computed_sql or {})
     use_pinot, why = service.pinot_enabled(ctx)
-    topic = names.flat_topic(name)
+    topic = names.flat_topic(name, rec.generation)
     target: Target = _PinotTarget(ctx.broker.query, name, t) if use_pinot else \
-        _EngineTarget(ctx.settings.kafka_bootstrap, rec.spec, t)
+        _EngineTarget(ctx.settings.kafka_bootstrap, rec.spec, t, rec.generation)
     detail = f"Pinot table {name} (Pinot server)" if use_pinot else \
         f"{mirror_state.engine_label()} over flat topic {topic} (no Pinot server: {why})"
     say(f"verify {name}: {info.qualified} vs {detail}")

@@ -213,13 +213,13 @@ class Sampler:
             boot = ctx.settings.kafka_bootstrap
             change = {m.name: names.change_topic(m.source, m.schema_name, m.table_name) for m in mirrors}
             ends = p.read("topic offsets", lambda: r.end_offsets(
-                boot, [names.flat_topic(m.name) for m in mirrors] + list(change.values())), {})
+                boot, [names.flat_topic(m.name, m.generation) for m in mirrors] + list(change.values())), {})
             jobs = p.read("job offsets", lambda: r.committed(boot, {job_group(m): change[m.name] for m in mirrors}), {})
             for m in mirrors:
                 f, snap = fresh.get(m.source), snaps.get(m.name)
                 self.history.add(m.name, Sample(
                     t=t, state=m.state, freshness_s=f.seconds if f else None, freshness_via=f.via if f else None,
-                    flat_offset=ends.get(names.flat_topic(m.name)), change_offset=ends.get(change[m.name]),
+                    flat_offset=ends.get(names.flat_topic(m.name, m.generation)), change_offset=ends.get(change[m.name]),
                     job_offset=jobs.get(job_group(m)), wal_retained_bytes=wal.get(m.source),
                     snapshot=_snapshot_dict(snap)))
             self.history.finish_pass(t, {m.name for m in mirrors}, p.errors)

@@ -10,6 +10,9 @@ current state and 0 for the others, so `cdc_flink_job_state{state="RUNNING"} == 
 
 Snapshot progress: cdc_mirror_snapshot_state (enum), _rows and _rows_estimate per mirror, from
 Debezium's snapshot notifications (cdc/mirrors/snapshot.py; each source's topic read once).
+A mirror whose rows the copy load read has cdc_mirror_load_state (enum), _rows,
+_rows_estimate, _rows_per_second, _eta_seconds and _waiting_transactions instead
+(cdc/mirrors/load_progress.py).
 
 Freshness (commit -> visible). measure_freshness() upserts one row into
 _cdc.freshness(id int primary key, committed_at timestamptz) in the source database and
@@ -38,6 +41,7 @@ from typing import Any
 
 from cdc.postgres import catalog, slots
 from cdc.core import names
+from cdc.mirrors import load_progress
 from cdc.mirrors import dead_letters, service
 from cdc.core.errors import CdcError, RemoteError
 from cdc.core.models import Source
@@ -237,6 +241,20 @@ def mirror_snapshots(ctx: service.Context, mirrors: list[Any]) -> dict[str, Any]
     return out
 
 
+def _load_metrics(m: MetricText, p: Any, base: dict[str, str]) -> None:
+    """The copy load of the mirror's rows (cdc.mirrors.load_progress)."""
+    from cdc.mirrors.load_progress import STATES
+    m.enum("cdc_mirror_load_state", "The mirror's initial copy load (1 = current).", p.state, STATES, base)
+    m.add("cdc_mirror_load_rows", "Rows the initial copy load has read into the flat topic.", p.rows, base)
+    if p.estimate is not None:
+        m.add("cdc_mirror_load_rows_estimate", "Rows the table held when the load began (estimate).", p.estimate, base)
+    m.add("cdc_mirror_load_rows_per_second", "Rows per second of the load (its average so far).", round(p.rate), base)
+    if p.eta_s is not None:
+        m.add("cdc_mirror_load_eta_seconds", "Seconds the load still needs at its rate (estimate).", p.eta_s, base)
+    m.add("cdc_mirror_load_waiting_transactions", "Transactions open when the table joined the publication that "
+          "the load still waits for.", p.waiting_for, base)
+
+
 def slot_lost(ctx: service.Context, src: Source) -> bool | None:
     """True when the source's slot was invalidated; None when it has no slot."""
     status = slots.wal_status(service.source_dsn(ctx, src), src.name)
@@ -269,6 +287,14 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
     for rec in mirrors:
         base = {"mirror": rec.name, "source": rec.source}
         m.add("cdc_mirror_state", "Registry state of the mirror (1 = current).", 1, {**base, "state": rec.state})
+        try:
+            load = load_progress.read(ctx.settings.registry_file, rec.name, rec.created_at)
+        except Exception:  # never let one reader break the scrape
+            load = None
+        if load is not None:
+            _load_metrics(m, load, base)
+            if snaps.get(rec.name) is not None and snaps[rec.name].state in ("requested", "unknown"):
+                snaps.pop(rec.name)             # Debezium read nothing: the copy load did
         if (snap := snaps.get(rec.name)) is not None:
             m.enum("cdc_mirror_snapshot_state", "The table's snapshot as Debezium reports it (1 = current).",
                    snap.state, SNAPSHOT_STATES, base)
@@ -315,6 +341,14 @@ def render_metrics(ctx: service.Context, *, wal_reader: WalReader = slot_wal_ret
                   "are not as in Postgres.", 1 if dead > acked else 0, base)
         except Exception:  # noqa: BLE001 - Kafka unreachable: no reading rather than a wrong one
             pass
+        m.add("cdc_mirror_generation", "The mirror's generation that answers queries (each rebuild adds one: "
+              "schema changes, TRUNCATE, resync).", rec.generation, base)
+        rb = rec.deployment.rebuild if rec.deployment else None
+        m.add("cdc_mirror_rebuilding", "1 while a rebuild fills the next generation beside the serving one.",
+              1 if rb else 0, base)
+        if rb is not None:
+            m.add("cdc_mirror_rebuild_seconds", "Seconds since the rebuild in flight began.",
+                  round(time.time() - rb.started_at, 1), base)
         if use_pinot and rec.state == "running":
             try:
                 m.add("cdc_pinot_rows", "Rows (latest version per key) in the mirror's Pinot table.",

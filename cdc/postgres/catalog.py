@@ -331,6 +331,25 @@ def introspect(conn: psycopg.Connection[Any], schema: str, table: str) -> TableI
                      replica_identity=ident, oid=rel["oid"], partition_oids=oids)  # type: ignore[arg-type]
 
 
+#: relfilenode of the table, or of each leaf partition: TRUNCATE gives a table new storage,
+#: and so do rewrites (ALTER COLUMN TYPE that is not binary-compatible, VACUUM FULL, CLUSTER)
+_FILENODES_SQL = """
+SELECT c.oid::text, c.relfilenode::bigint FROM pg_class c
+WHERE c.oid = %(oid)s AND c.relkind <> 'p'
+UNION ALL
+SELECT c.oid::text, c.relfilenode::bigint FROM pg_partition_tree(%(oid)s) t JOIN pg_class c ON c.oid = t.relid
+WHERE t.isleaf AND c.oid <> %(oid)s
+"""
+
+
+def filenodes(conn: psycopg.Connection[Any], oid: int | None) -> dict[str, int]:
+    """{oid: relfilenode} of a table or of its leaf partitions ({} for no oid)."""
+    if not oid:
+        return {}
+    with _translated(conn):
+        return {str(o): int(f) for o, f in conn.execute(_FILENODES_SQL, {"oid": oid}).fetchall()}
+
+
 def set_replica_identity_full(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
     """ALTER TABLE ... REPLICA IDENTITY FULL, only when the user accepted it: without a
     primary key this is how UPDATE/DELETE events carry the old row (and thus the key)."""

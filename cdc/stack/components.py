@@ -143,7 +143,11 @@ def postgres_service(settings: Settings) -> Service:
         if not (data / "PG_VERSION").exists():
             _initdb(password)
         elif created:
-            _set_password(password)    # a cluster made before passwords (trust): give it one
+            try:
+                _set_password(password)    # a cluster made before passwords (trust): give it one
+            except BaseException:         # the next `up` must try again, not assume it was set
+                stack_secrets.postgres_passfile(settings.state_dir).unlink(missing_ok=True)
+                raise
         hba = data / "pg_hba.conf"
         hba.write_text(PG_HBA)
         if user:
@@ -170,7 +174,9 @@ def postgres_service(settings: Settings) -> Service:
 
     def _set_password(password: str) -> None:
         # single-user mode: the server is down here; the password goes through stdin, not argv
-        proc = subprocess.run(_as_user([str(bindir / "postgres"), "--single", "-D", str(data), "postgres"]),
+        # wal_level as the server runs it: a cluster with logical slots refuses to start below it
+        proc = subprocess.run(_as_user([str(bindir / "postgres"), "--single", "-D", str(data),
+                                        "-c", "wal_level=logical", "postgres"]),
                               input=f"ALTER ROLE postgres PASSWORD '{password}';\n", capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError("postgres", f"setting the superuser password failed: {proc.stderr.strip()[-400:]}")

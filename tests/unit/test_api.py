@@ -190,7 +190,7 @@ def _spec(name: str = "public_orders", **kw: Any) -> MirrorSpec:
 
 def test_create_mirror_201_then_200_then_409(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def add(ctx: service.Context, schema: str, table: str, *, source: str, name: str, key: Any, replica_identity_full: bool, progress: Any,
-            rules: Any = None):
+            rules: Any = None, load: Any = None):
         spec = MirrorSpec(name=name, source=source, schema_name=schema, table_name=table, key_columns=key)
         existing = ctx.registry.get_mirror(name)
         if existing is not None and existing.spec != spec:

@@ -24,10 +24,10 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.parametrize("verb,fn", [("pause", "pause_mirror"), ("resume", "resume_mirror"),
-                                     ("resync", "resync_mirror"), ("restore", "restore_job")])
+                                     ("resync", "resync_and_wait"), ("restore", "restore_job")])
 def test_mirror_operations_print_json(ctx: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                       verb: str, fn: str) -> None:
-    monkeypatch.setattr(ops, fn, lambda c, name: {"savepoint": f"file:///sp/{name}"})
+    monkeypatch.setattr(ops, fn, lambda c, name, **kw: {"savepoint": f"file:///sp/{name}"})
     assert cli.main(["mirror", verb, "public_orders", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"name": "public_orders", "action": verb,
                                                    "result": {"savepoint": "file:///sp/public_orders"}}

@@ -547,7 +547,7 @@ def _add_over(monkeypatch: pytest.MonkeyPatch, r: MirrorRules, records: dict[str
     monkeypatch.setattr(lifecycle, "pinot_enabled", lambda ctx: (False, "off"))
     monkeypatch.setattr(lifecycle, "_check_reachable", lambda ctx, with_pinot: None)
     monkeypatch.setattr(kafka, "KafkaAdmin", type("K", (_Kafka,), {"records": records}))
-    ctx = SimpleNamespace(settings=SimpleNamespace(kafka_bootstrap=BOOT),
+    ctx = SimpleNamespace(settings=SimpleNamespace(kafka_bootstrap=BOOT, initial_load="copy"),
                           registry=SimpleNamespace(get_mirror=lambda name: None, add_mirror=add),
                           connect=SimpleNamespace(get_config=lambda name: None))
     try:

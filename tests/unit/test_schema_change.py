@@ -98,10 +98,18 @@ PLAN_CASES = [
      observed({"m1": ADDED}, jobs={"j1": "FAILED"}), [("follow_schema_change", "m1")]),
     ("column added, pinot table missing -> pinot first, then follow", [mirror()],
      observed({"m1": ADDED}, pinot_tables=set()), [("recreate_pinot_table", "m1"), ("follow_schema_change", "m1")]),
-    ("column dropped -> unsupported", [mirror()], observed({"m1": cur(BASE[0])}),
-     [("schema_change_unsupported", "m1")]),
-    ("added with default -> unsupported", [mirror()],
-     observed({"m1": cur(*BASE, col("note", "text", 3), defaulted=("note",))}), [("schema_change_unsupported", "m1")]),
+    ("column dropped -> rebuild", [mirror()], observed({"m1": cur(BASE[0])}),
+     [("rebuild_mirror", "m1")]),
+    ("added with default -> rebuild", [mirror()],
+     observed({"m1": cur(*BASE, col("note", "text", 3), defaulted=("note",))}), [("rebuild_mirror", "m1")]),
+    ("added of a type cdc cannot map -> blocked", [mirror()],
+     observed({"m1": cur(*BASE, col("nm", "name", 3))}), [("schema_change_unsupported", "m1")]),
+    ("blocked and still unmappable -> nothing", [mirror(state="schema_blocked")],
+     observed({"m1": cur(*BASE, col("nm", "name", 3))}), []),
+    ("blocked, column fixed -> rebuild", [mirror(state="schema_blocked")],
+     observed({"m1": cur(*BASE)}), [("rebuild_mirror", "m1")]),
+    ("table gone -> marked", [mirror()], observed({"m1": Current(DEPLOYED, gone="table public.t was dropped")}),
+     [("table_gone", "m1")]),
     ("no deployment recorded -> record it", [mirror(dep=None)], observed({"m1": ADDED}),
      [("record_deployment", "m1")]),
     ("job FAILED, schema unchanged -> restore", [mirror()], observed({"m1": cur(*BASE)}, jobs={"j1": "FAILED"}),
@@ -118,6 +126,42 @@ def test_plan_schema(desired: list[MirrorRecord], obs: Observed, expected: list[
     assert all(a.reason for a in actions)
     if expected and expected[-1][0] in ("follow_schema_change", "schema_change_unsupported"):
         assert "public.t" in actions[-1].reason
+
+
+DEP = Deployment(table=DEPLOYED, group_id="g", filenodes={"10": 100})
+VC10 = col("v", "character varying(10)", 2, "varchar")
+DECIDE_CASES = [
+    ("same", DEP, Current(DEPLOYED, filenodes={"10": 100}), None),
+    ("TRUNCATE: new storage -> rebuild", DEP, Current(DEPLOYED, filenodes={"10": 101}), "rebuild"),
+    ("storage of a new partition is not a rewrite", DEP, Current(DEPLOYED, filenodes={"10": 100, "11": 5}), None),
+    ("storage never recorded -> record", DEP.model_copy(update={"filenodes": None}),
+     Current(DEPLOYED, filenodes={"10": 100}), "record_storage"),
+    ("nullable add -> follow", DEP, Current(table(*BASE, col("n", "text", 3)), filenodes={"10": 100}), "follow"),
+    ("add + TRUNCATE -> rebuild", DEP, Current(table(*BASE, col("n", "text", 3)), filenodes={"10": 7}), "rebuild"),
+    ("varchar(10) -> text: in place", Deployment(table=table(BASE[0], VC10), group_id="g", filenodes={"10": 100}),
+     Current(DEPLOYED, filenodes={"10": 100}), "in_place"),
+    ("numeric(10,2) -> numeric(12,2): in place",
+     Deployment(table=table(BASE[0], col("v", "numeric(10,2)", 2, "numeric")), group_id="g", filenodes={"10": 1}),
+     Current(table(BASE[0], col("v", "numeric(12,2)", 2, "numeric")), filenodes={"10": 1}), "in_place"),
+    ("int -> bigint: Pinot INT -> LONG -> rebuild",
+     Deployment(table=table(BASE[0], col("v", "integer", 2, "int4")), group_id="g", filenodes={"10": 1}),
+     Current(table(BASE[0], col("v", "bigint", 2, "int8")), filenodes={"10": 1}), "rebuild"),
+    ("int -> text -> rebuild",
+     Deployment(table=table(BASE[0], col("v", "integer", 2, "int4")), group_id="g", filenodes={"10": 1}),
+     Current(table(BASE[0], col("v", "text", 2)), filenodes={"10": 2}), "rebuild"),
+    ("rename -> rebuild", DEP, Current(table(BASE[0], col("w", "text", 2)), filenodes={"10": 100}), "rebuild"),
+    ("retype to a type cdc cannot map -> unsupported", DEP,
+     Current(table(BASE[0], col("v", "name", 2)), filenodes={"10": 100}), "unsupported"),
+    ("primary key dropped -> unsupported", DEP, Current(table(*BASE, pk=()), filenodes={"10": 100}), "unsupported"),
+    ("gone", DEP, Current(DEPLOYED, gone="dropped"), "gone"),
+]
+
+
+@pytest.mark.parametrize("dep,current,kind", [c[1:] for c in DECIDE_CASES], ids=[c[0] for c in DECIDE_CASES])
+def test_decide(dep: Deployment, current: Current, kind: str | None) -> None:
+    got, _ch, why = schema_change.decide(dep, current)
+    assert got == kind
+    assert bool(why) == (kind is not None) or kind == "record_storage"
 
 
 # -- registry ------------------------------------------------------------------------------

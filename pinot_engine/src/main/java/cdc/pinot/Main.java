@@ -3,6 +3,8 @@
 // protocol is JSON lines (stdin in, stdout out) so cdc/clients/pinot_engine.py can drive it.
 //
 //   check                                   controller-side schema + table config validation
+//   logical                                 controller-side logical table config validation
+//                                           (POST /logicalTables, or PUT with "update": true)
 //   upsert --schema F --table F [--rows-per-segment N]
 //                                           a server's REALTIME FULL-upsert ingestion path
 //   query  --schema F --table F --sql S     the same segments, answered by Pinot's query engine
@@ -54,6 +56,9 @@ public final class Main {
       case "check":
         ContractCheck.run(lines);
         break;
+      case "logical":
+        LogicalCheck.run(lines);
+        break;
       case "upsert":
         try (UpsertMirror mirror = UpsertMirror.open(read(opts, "--schema"), read(opts, "--table"),
             Integer.parseInt(opts.getOrDefault("--rows-per-segment", "0")))) {
@@ -102,7 +107,7 @@ public final class Main {
   }
 
   private static void usage() {
-    System.err.println("usage: check | upsert --schema F --table F [--rows-per-segment N]"
+    System.err.println("usage: check | logical | upsert --schema F --table F [--rows-per-segment N]"
         + " | query --schema F --table F --sql S | version   (JSON lines on stdin/stdout)");
     System.exit(2);
   }

@@ -1,0 +1,326 @@
+"""Rebuild a mirror without a gap: fill a new generation beside the one that answers, switch.
+
+Used for every change an in-place redeploy cannot make exact (cdc.mirrors.schema_change:
+DROP / RENAME COLUMN, ADD COLUMN with a default, a type Pinot cannot change in place, a new
+key, TRUNCATE and other rewrites of the table's storage) and by `cdc mirror resync`.
+
+Generation N+1 (cdc.core.names: flat topic cdc.flat.<m>.g<N+1>, Flink job cdc-mirror-<m>-g<N+1>,
+Pinot REALTIME table <m>_g<N+1>) is made while generation N keeps answering:
+
+1. start(): the rebuild is recorded first (so a crash leaves something the reconciler finishes
+   or undoes), then the new flat topic and Pinot table, then J = the change topic's end offset,
+   committed as the start of a fresh consumer group, then the job (the table's columns as the
+   catalog has them now, from offset J), then Debezium's incremental snapshot of the table.
+2. step() (every reconciler pass): keeps the job alive; once the snapshot is done and the job
+   has committed past the change topic's end offset as it was then, switch().
+3. switch(): the logical table <m> is routed to <m>_g<N+1> (one controller call), the registry
+   names generation N+1 (in-process readers follow the registry: one write), then generation
+   N's job, Pinot table and flat topic are removed.
+
+Why generation N+1 is exact. Every row that exists when the snapshot reads its chunk is read
+(Debezium's incremental snapshot: DBLog watermarks, a chunk row that changed inside the
+window is dropped in favour of the streamed change), and the signal is written after J was
+taken, so every chunk read and every streamed change it competes with sits at an offset >= J.
+Changes committed before the chunk read are in the read row; those after it are streamed
+after J. A key deleted before its chunk is read never reaches the new topic (the topic starts
+empty: nothing stale can survive, which is what TRUNCATE needs); one deleted later gets its
+delete event. Events between J and the snapshot written before the ALTER (Debezium lagging)
+carry the old shape, but the chunk read of their key comes later with a higher __seq. So per
+key the highest __seq in the new topic is the row as Postgres has it, in the new shape.
+
+Why queries never see a half-filled table: generation N answers (frozen if its old job cannot
+read the new events, e.g. after int -> text) until generation N+1 holds every row, and the
+switch is one call. On a real Pinot server that holds from the second rebuild of a mirror on:
+generation 0 is the physical table <m> itself, so the first switch must delete it before the
+logical table <m> can take its name (seconds without the table; the README says so).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cdc.core import names
+from cdc.core.errors import CdcError, ConflictError, first_line
+from cdc.core.models import TableInfo
+from cdc.mapping import dbz_names, render
+from cdc.mirrors import snapshot
+from cdc.mirrors.context import Context, pinot_enabled
+from cdc.mirrors.registry import Deployment, MirrorRecord, Rebuild
+from cdc.mirrors.sources import get_source
+
+EVENT_STARTED = "rebuild_started"
+EVENT_SWITCHED = "rebuild_switched"
+EVENT_ABORTED = "rebuild_aborted"
+EVENT_PROGRESS = "rebuild_progress"
+#: a rebuild whose job or snapshot is not under way this long after its start is restarted
+RESTART_AFTER_S = 600.0
+
+Progress = Callable[[str], None]
+
+
+def _kafka(ctx: Context) -> Any:
+    from cdc.clients.kafka import KafkaAdmin
+    return KafkaAdmin(ctx.settings.kafka_bootstrap)
+
+
+def _change_topic(rec: MirrorRecord) -> str:
+    return names.change_topic(rec.spec.source, rec.spec.schema_name, rec.spec.table_name)
+
+
+def _next_generation(ctx: Context, rec: MirrorRecord) -> int:
+    """Above every generation the mirror has had; skips one whose Pinot table name is another
+    mirror's name (a mirror may be called "<m>_g2")."""
+    dep = rec.deployment
+    gen = max(rec.generation, dep.rebuild.generation if dep and dep.rebuild else 0) + 1
+    while ctx.registry.get_mirror(names.pinot_physical_table(rec.name, gen)) is not None:
+        gen += 1
+    return gen
+
+
+def _pinot_spec(rec: MirrorRecord, gen: int) -> Any:
+    return rec.spec.model_copy(update={"name": names.pinot_physical_table(rec.name, gen)})
+
+
+def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dict[str, int] | None,
+          progress: Progress = lambda _m: None) -> Rebuild:
+    """Begin filling the next generation with `table` (its columns as the catalog has them now,
+    cdc.mirrors.schema_change.current_of), a rebuild already in flight abandoned first."""
+    rec = ctx.registry.get_mirror(name)
+    if rec is None or rec.deployment is None:
+        raise ConflictError(f"mirror {name} has no recorded deployment to rebuild",
+                            hint="let the reconciler record it: run `cdc serve` for a few seconds")
+    if rec.deployment.rebuild is not None:
+        abort(ctx, name, f"superseded: {reason}", progress)
+        rec = ctx.registry.get_mirror(name) or rec
+    dep = rec.deployment
+    assert dep is not None
+    render.render_flink_sql(rec.spec, table, kafka_bootstrap="x:1", change_topic="x", flat_topic="x",
+                            group_id="x")          # the new shape renders (a ConfigError otherwise)
+    gen, kafka, ctopic = _next_generation(ctx, rec), _kafka(ctx), _change_topic(rec)
+    group = f"{names.flink_group(name)}-g{gen}-{int(time.time() * 1000)}"    # no offsets committed yet
+    rb = Rebuild(generation=gen, table=table, filenodes=filenodes, group_id=group,
+                 start_offset=kafka.end_offsets(ctopic).get(0, 0), started_at=time.time(), reason=reason)
+    ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
+    topic = names.flat_topic(name, gen)
+    progress(f"rebuild {name}: generation {gen} ({reason}); flat topic {topic}")
+    kafka.ensure_topic(topic, ctx.settings.flat_topic_partitions, render.TOPIC_CONFIG)
+    if pinot_enabled(ctx)[0]:
+        spec = _pinot_spec(rec, gen)
+        ctx.controller.add_schema(render.render_pinot_schema(spec, table), override=True)
+        ctx.controller.add_table(render.render_pinot_table(spec, table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
+                                                           flat_topic=topic))
+    kafka.commit(rb.group_id, ctopic, rb.start_offset)     # the job starts exactly at J
+    rb = _submit(ctx, rec, rb)
+    src = get_source(ctx, rec.spec.source)
+    rb = rb.model_copy(update={"signal_id": snapshot.send_signal(ctx, src, [(rec.spec.schema_name,
+                                                                             rec.spec.table_name)])})
+    ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
+    ctx.registry.record_event(name, EVENT_STARTED,
+                              f"generation {gen}: {reason}; job {rb.job_id} reads {ctopic} from offset "
+                              f"{rb.start_offset} into {topic}; incremental snapshot (signal {rb.signal_id}); "
+                              f"columns [{', '.join(_columns(table))}]")
+    return rb
+
+
+def _columns(t: TableInfo) -> list[str]:
+    return [f"{c.name} {c.type_name}" for c in sorted(t.columns, key=lambda c: c.position)]
+
+
+def deployment_of(dep: Deployment, rb: Rebuild) -> Deployment:
+    """What the mirror runs with once generation rb.generation answers."""
+    return dep.model_copy(update={"table": rb.table, "group_id": rb.group_id, "deployed_at": rb.started_at,
+                                  "generation": rb.generation, "filenodes": rb.filenodes, "rebuild": None})
+
+
+def _submit(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> Rebuild:
+    assert rec.deployment is not None
+    dep, spec = deployment_of(rec.deployment, rb), rec.spec
+    stmts = render.render_flink_sql(spec, dep.table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
+                                    change_topic=_change_topic(rec), flat_topic=names.flat_topic(rec.name, rb.generation),
+                                    group_id=dep.group_id, seq_epoch=dep.seq_epoch, generation=rb.generation)
+    job = ctx.gateway.submit_job(stmts,
+                                 {"pipeline.name": names.flink_pipeline(rec.name, rb.generation)})
+    rb = rb.model_copy(update={"job_id": job})
+    ctx.registry.update_mirror(rec.name, deployment=rec.deployment.model_copy(update={"rebuild": rb}))
+    return rb
+
+
+# -- progress ---------------------------------------------------------------------------------------
+
+def snapshot_progress(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> snapshot.Progress:
+    src = get_source(ctx, rec.spec.source)
+    topic = names.notification_topic(src.name)
+    notes = [n for _, n in snapshot.read_notifications(ctx.settings.kafka_bootstrap, topic)]
+    return snapshot.fold(dbz_names.identifier(rec.spec.schema_name, rec.spec.table_name), notes,
+                         since_ms=int(rb.started_at * 1000) - 1000)
+
+
+def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
+    """The rebuild in flight, for `mirror status` / REST / metrics (None: none)."""
+    dep = rec.deployment
+    if dep is None or dep.rebuild is None:
+        return None
+    rb = dep.rebuild
+    out: dict[str, Any] = {"generation": rb.generation, "serving_generation": dep.generation, "reason": rb.reason,
+                           "started_at": rb.started_at, "elapsed_s": round(time.time() - rb.started_at, 1),
+                           "job": rb.job_id, "start_offset": rb.start_offset}
+    try:
+        p = snapshot_progress(ctx, rec, rb)
+        out["snapshot"] = {"state": p.state, "rows": p.rows}
+        out["copied"] = _kafka(ctx).committed(rb.group_id, _change_topic(rec))
+        out["change_topic_end"] = _kafka(ctx).end_offsets(_change_topic(rec)).get(0, 0)
+    except Exception as exc:  # noqa: BLE001 - progress is best effort; the rebuild itself is not affected
+        out["progress_error"] = first_line(exc, 200)
+    return out
+
+
+# -- step / switch / abort -----------------------------------------------------------------------
+
+def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple[str, str]:
+    """One reconciler pass over a rebuild in flight: keep it going, switch when complete."""
+    from cdc.clients.flink import ALIVE_JOB_STATES
+    rec = ctx.registry.get_mirror(name)
+    if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
+        return "noop", "no rebuild in flight"
+    rb = rec.deployment.rebuild
+    if rb.job_id is None or rb.signal_id is None:     # a start cut off half-way: begin again
+        if time.time() - rb.started_at < 60:
+            return "noop", "rebuild starting"
+        start(ctx, name, f"restarted (the previous start was cut off): {rb.reason}", rb.table, rb.filenodes, progress)
+        return "done", "rebuild restarted"
+    state = ctx.jobmanager.job_state(rb.job_id)
+    if state not in ALIVE_JOB_STATES:
+        rb = _submit(ctx, rec, rb)    # from the group's committed offsets: replays are idempotent
+        ctx.registry.record_event(name, EVENT_PROGRESS, f"generation {rb.generation}: job was {state or 'missing'}, "
+                                                        f"resubmitted as {rb.job_id}")
+        return "done", f"rebuild job resubmitted ({state or 'missing'})"
+    p = snapshot_progress(ctx, rec, rb)
+    if p.state == "failed":
+        start(ctx, name, f"restarted: the snapshot failed ({p.reason}); {rb.reason}", rb.table, rb.filenodes, progress)
+        return "done", "rebuild restarted after a failed snapshot"
+    if p.state != "done":
+        if p.state == "requested" and time.time() - rb.started_at > RESTART_AFTER_S:
+            start(ctx, name, f"restarted: no sign of the snapshot after {RESTART_AFTER_S:.0f}s; {rb.reason}", rb.table,
+                  rb.filenodes, progress)
+            return "done", "rebuild restarted (snapshot never began)"
+        return "noop", f"generation {rb.generation}: snapshot {p.state}"
+    kafka, ctopic = _kafka(ctx), _change_topic(rec)
+    if rb.target_offset is None:      # every snapshot read and change so far is at or below it
+        rb = rb.model_copy(update={"target_offset": last_data_offset(ctx.settings.kafka_bootstrap, ctopic)})
+        ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": rb}))
+    target = rb.target_offset or 0
+    done = max((kafka.committed(rb.group_id, ctopic) or 0) - 1,
+               written_offset(ctx.settings.kafka_bootstrap, names.flat_topic(name, rb.generation),
+                              render.seq_base(rec.deployment.seq_epoch)))
+    if done < target:
+        return "noop", f"generation {rb.generation}: snapshot read, job at change offset {done} of {target}"
+    return switch(ctx, name, progress)
+
+
+def _consumer(bootstrap: str) -> Any:
+    from confluent_kafka import Consumer
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdc-rebuild-{time.monotonic_ns()}",
+                     "enable.auto.commit": False, "log_level": 0})
+
+
+def _tail(bootstrap: str, topic: str, back: int) -> list[Any]:
+    """The last `back` records of each partition of `topic` (fewer when it holds fewer)."""
+    from confluent_kafka import TopicPartition
+    c = _consumer(bootstrap)
+    try:
+        md = c.list_topics(topic, timeout=10)
+        out: list[Any] = []
+        for p in sorted(md.topics[topic].partitions) if topic in md.topics else []:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            c.assign([TopicPartition(topic, p, max(low, high - back))])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                msg = c.poll(1.0)
+                if msg is None or msg.error() is not None:
+                    continue
+                out.append(msg)
+                if msg.offset() + 1 >= high:
+                    break
+        return out
+    finally:
+        c.close()
+
+
+def last_data_offset(bootstrap: str, change_topic: str, back: int = 200) -> int:
+    """Offset of the change topic's last record with a value (not a tombstone), -1 if none in
+    its last `back` records."""
+    return max((m.offset() for m in _tail(bootstrap, change_topic, back) if m.value() is not None), default=-1)
+
+
+def written_offset(bootstrap: str, flat_topic: str, seq_base: int) -> int:
+    """The highest change-topic offset a generation's job has written to its flat topic (each
+    partition is written in the order the job reads the change topic: its last record is its
+    highest __seq)."""
+    import json
+    seqs = [int(json.loads(m.value()).get("__seq", -1)) for m in _tail(bootstrap, flat_topic, 1) if m.value()]
+    return max((s - seq_base for s in seqs), default=-1)
+
+
+def switch(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple[str, str]:
+    rec = ctx.registry.get_mirror(name)
+    if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
+        return "noop", "no rebuild in flight"
+    dep, rb = rec.deployment, rec.deployment.rebuild
+    old = dep.generation
+    if pinot_enabled(ctx)[0]:
+        if old == 0:    # generation 0 is the physical table <m>: it must go before <m> can be logical
+            ctx.controller.delete_table(names.pinot_physical_table(name, 0))
+        # the logical table's schema carries its name: the columns of the generation it routes to
+        ctx.controller.add_schema(render.render_pinot_schema(rec.spec, rb.table), override=True, force=True)
+        ctx.controller.put_logical_table(render.render_pinot_logical_table(
+            names.pinot_table(name), names.pinot_physical_table(name, rb.generation)))
+    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb), flink_job_id=rb.job_id)
+    took = time.time() - rb.started_at
+    ctx.registry.record_event(name, EVENT_SWITCHED, f"generation {old} -> {rb.generation} after {took:.1f}s "
+                                                    f"({rb.reason})")
+    progress(f"rebuild {name}: generation {rb.generation} answers ({took:.1f}s)")
+    _drop_generation(ctx, rec, old)
+    return "done", f"switched to generation {rb.generation} after {took:.1f}s"
+
+
+def abort(ctx: Context, name: str, why: str, progress: Progress = lambda _m: None) -> None:
+    """Abandon the rebuild in flight: its job, Pinot table and flat topic go; the serving
+    generation is untouched."""
+    rec = ctx.registry.get_mirror(name)
+    if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
+        return
+    rb = rec.deployment.rebuild
+    _drop_generation(ctx, rec, rb.generation)
+    ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": None}))
+    ctx.registry.record_event(name, EVENT_ABORTED, f"generation {rb.generation}: {why}")
+    progress(f"rebuild {name}: generation {rb.generation} abandoned ({why})")
+
+
+def _drop_generation(ctx: Context, rec: MirrorRecord, gen: int) -> None:
+    """Cancel the generation's jobs, delete its Pinot table and flat topic (each best effort:
+    what is left is named in an event)."""
+    from cdc.clients.flink import ALIVE_JOB_STATES
+    left: list[str] = []
+    try:
+        for job in ctx.jobmanager.jobs():
+            if job.name == names.flink_pipeline(rec.name, gen) and job.state in ALIVE_JOB_STATES:
+                ctx.jobmanager.cancel(job.id)
+                ctx.jobmanager.wait_ended(job.id)
+    except CdcError as exc:
+        left.append(f"job: {first_line(exc, 120)}")
+    if pinot_enabled(ctx)[0] and gen:
+        try:
+            ctx.controller.delete_table(names.pinot_physical_table(rec.name, gen))
+            ctx.controller.delete_schema(names.pinot_physical_table(rec.name, gen))
+        except CdcError as exc:
+            left.append(f"pinot: {first_line(exc, 120)}")
+    try:
+        _kafka(ctx).delete_topic(names.flat_topic(rec.name, gen))
+    except CdcError as exc:
+        left.append(f"topic: {first_line(exc, 120)}")
+    if left:
+        ctx.registry.record_event(rec.name, EVENT_PROGRESS, f"generation {gen} not fully removed: {'; '.join(left)}")
