@@ -170,20 +170,27 @@ def as_dead_row(value: bytes, bad: str, key_fields: list[str], key_columns: list
 
 
 def jackson_key(key: bytes) -> bytes:
-    """Postgres writes a control character in a JSON string as \\u001f, Jackson (Flink's key
-    format) as \\u001F: re-case the hex digits, so the key bytes (partition, compaction key)
-    are the job's. Keys without a backslash-u escape are returned as they are."""
-    if b"\\u" not in key:
+    """The key as Jackson (Flink's 'json' key format) escapes it, where Postgres differs: a
+    control character is \\u001F there (Postgres: \\u001f), a character outside the Basic
+    Multilingual Plane its UTF-16 surrogates \\uD83D\\uDE00 (Postgres: the raw UTF-8 bytes).
+    The key bytes decide the partition and the compaction key, so they must be the job's.
+    Plain keys are returned as they are."""
+    if key.isascii() and b"\\u" not in key:
         return key
-    out, i = bytearray(), 0
-    while i < len(key):
-        if key[i:i + 2] == b"\\\\":
-            out += b"\\\\"
+    text, out, i = key.decode(), [], 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out.append("\\\\")
             i += 2
-        elif key[i:i + 2] == b"\\u":
-            out += b"\\u" + key[i + 2:i + 6].upper()
+        elif text.startswith("\\u", i):
+            out.append("\\u" + text[i + 2:i + 6].upper())
             i += 6
         else:
-            out.append(key[i])
+            cp = ord(text[i])
+            if cp >= 0x10000:
+                cp -= 0x10000
+                out.append(f"\\u{0xD800 + (cp >> 10):04X}\\u{0xDC00 + (cp & 0x3FF):04X}")
+            else:
+                out.append(text[i])
             i += 1
-    return bytes(out)
+    return "".join(out).encode()

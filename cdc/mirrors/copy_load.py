@@ -155,7 +155,9 @@ def _copy_range(cur: Any, query: str, producer: Any, target: Target, counters: C
             if b"\\" in value:                   # COPY's text format doubles every backslash
                 value = value.replace(b"\\\\", b"\\")
             if b"\\" in key:
-                key = flat_sql.jackson_key(key.replace(b"\\\\", b"\\"))
+                key = key.replace(b"\\\\", b"\\")
+            if not key.isascii() or b"\\u" in key:
+                key = flat_sql.jackson_key(key)
             if bad != b"\\N":
                 value, letter = flat_sql.as_dead_row(value, bad.replace(b"\\\\", b"\\").decode(), target.key_fields,
                                                      target.key_columns, target.seq_base)

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from cdc.core import names
-from cdc.core.errors import CdcError, ConfigError, NotFoundError, RemoteError, first_line
+from cdc.core.errors import CdcError, ConfigError, RemoteError, first_line
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors import dead_letters, load_progress, snapshot
 from cdc.mirrors.lifecycle import get_mirror
@@ -126,16 +126,16 @@ def answered_by(ctx: Context) -> str:
 
 def read_mirror(ctx: Context, name: str) -> tuple[state.Rows, str]:
     """The mirror's current rows (canonical, by key) and what read them: a Pinot server
-    where one runs, else Pinot's own ingestion and upsert code in-process."""
+    where one runs, else Pinot's own ingestion and upsert code in-process. Read in the shape
+    of the generation that answers (its deployed table): during a rebuild, while a schema
+    change is blocked, or after the table was dropped, that is not the catalog's shape."""
     rec = get_mirror(ctx, name)
     spec = rec.spec
-    with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
-        try:
+    if rec.deployment is not None:
+        info = rec.deployment.table
+    else:
+        with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
             info = catalog.introspect(conn, spec.schema_name, spec.table_name)
-        except NotFoundError:      # dropped or renamed: the mirror still answers with its last rows
-            if rec.deployment is None:
-                raise
-            info = rec.deployment.table
     if pinot_enabled(ctx)[0]:
         return state.pinot_rows(ctx.broker.query, name, info, spec.key_columns), state.SERVER
     raw, summary = state.engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info, rec.generation)

@@ -130,5 +130,5 @@ def test_unconvertible_rows_go_to_dead_letters_and_the_rest_flows(mirror) -> Non
     wait_for("the fixed rows in the mirror", lambda: _mirror_equals(ctx, pg, table, name), 120)
     report = verify_mirror(ctx, name, settle_timeout=60, progress=_say)
     assert report.clean, format_report(report)
-    ops.resync_mirror(ctx, name)
+    ops.resync_and_wait(ctx, name, progress=_say, timeout=300)
     assert service.mirror_status(ctx, name)["degraded"] is False

@@ -238,8 +238,10 @@ def test_pause_resume_resync(live: Live) -> None:
     # with a __seq above every change so far (but below any event the resync will emit).
     _corrupt_one_row(live)
     assert not live.converged(), "the corrupt record should make the mirror differ from Postgres"
-    sig = ops.resync_mirror(live.ctx, live.name)
-    assert live.ctx.registry.list_events(live.name)[0].action == "resync" and sig
+    done = ops.resync_and_wait(live.ctx, live.name, progress=_say, timeout=300)
+    events = [e.action for e in live.ctx.registry.list_events(live.name, limit=20)]
+    assert "resync" in events and "rebuild_switched" in events and "switched" in done, (events, done)
+    assert live.ctx.registry.get_mirror(live.name).generation == 1      # a fresh generation answers
     _wait("flat topic == postgres after the resync", live.converged, 120, poll=2)
 
 

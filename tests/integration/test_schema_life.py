@@ -183,8 +183,8 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
               f"{converged:.1f}s, DDL -> mirror equal in every column {total:.1f}s (final wait {waited:.1f}s); "
               f"generation {rec.generation}; reader {len(counts)} reads in [{min(counts, default=None)}, "
               f"{max(counts, default=None)}], rows before {before}, after {after}; read errors {reader.errors[:3]}")
+        assert report.clean, format_report(report)       # the oracle first: Postgres vs the mirror
         assert case.action in kinds, kinds
-        assert report.clean, format_report(report)
         assert not reader.errors
         assert counts
         if case.id == "truncate":

@@ -1,0 +1,149 @@
+"""The copy load is exact while the table keeps changing (cdc/mirrors/initial_load.py).
+
+Real stack; the mirror is read through Pinot's own ingestion and upsert code (no server here).
+A transaction opened before `mirror add` inserts, updates and deletes rows of the table; the
+add starts in a thread; the transaction commits while the add waits for it ("waiting for 1
+transaction(s) open since ... joined the publication"); writes go on at a steady rate during
+the load and after it. pgoutput never publishes what that transaction wrote before the table
+joined the publication, so only the load can carry it: `cdc mirror verify` must be clean.
+
+The second test runs the same scenario without the wait (open transactions patched away) and
+commits the transaction after the load has read the table: its three changes are lost, and
+verify must say so. It shows that the first test can fail.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cdc.mirrors import service
+from cdc.mirrors.verify import format_report, verify_mirror
+from cdc.postgres import open_xacts
+from syncing import wait_for
+
+pytestmark = pytest.mark.integration
+ROWS = 300_000
+RATE = 100                      # writer transactions per second during and after the load
+
+
+@pytest.fixture
+def table(pg: psycopg.Connection) -> Iterator[str]:
+    name = f"load_{uuid.uuid4().hex[:6]}"
+    t = sql.Identifier("public", name)
+    pg.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, v int NOT NULL, note text, ts timestamptz)").format(t))
+    # set before the open transaction: ALTER TABLE ... REPLICA IDENTITY would wait for its lock
+    pg.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(t))
+    pg.execute(sql.SQL("INSERT INTO {} SELECT g, g %% 1000, 'row ' || g, now() FROM generate_series(1, %s) g").format(t),
+               (ROWS,))
+    pg.execute(sql.SQL("ANALYZE {}").format(t))
+    yield name
+    pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
+
+
+class Writer(threading.Thread):
+    """Inserts, updates and deletes at RATE transactions per second until stopped."""
+
+    def __init__(self, dsn: str, name: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.t, self.stop, self.done = dsn, sql.Identifier("public", name), threading.Event(), 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng, nxt = random.Random(7), ROWS + 1000
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                start = time.monotonic()
+                while not self.stop.is_set():
+                    op, k = rng.random(), rng.randint(100, ROWS)
+                    if op < 0.3:
+                        nxt += 1
+                        conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, 1, 'new', now())").format(self.t), (nxt,))
+                    elif op < 0.9:
+                        conn.execute(sql.SQL("UPDATE {} SET v = v + 1, ts = now() WHERE id = %s").format(self.t), (k,))
+                    else:
+                        conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(self.t), (k,))
+                    self.done += 1
+                    time.sleep(max(0.0, start + self.done / RATE - time.monotonic()))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str) -> tuple[service.MirrorRecord, list[str]]:
+    """Open T1 (insert + update + delete), add the mirror in a thread, commit T1 once a message
+    containing `commit_when` appears, keep writing; returns the mirror and the add's messages."""
+    t = sql.Identifier("public", name)
+    said: list[str] = []
+    t1 = psycopg.connect(pg_dsn)                     # not autocommit: one open transaction
+    t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1', now())").format(t), (ROWS + 1,))
+    t1.execute(sql.SQL("UPDATE {} SET v = -1, note = 'updated by T1' WHERE id = 10").format(t))
+    t1.execute(sql.SQL("DELETE FROM {} WHERE id = 20").format(t))
+    writer = Writer(pg_dsn, name)
+    result: dict[str, Any] = {}
+
+    def add() -> None:
+        try:
+            result["rec"] = service.add_mirror(ctx, "public", name, load="copy", progress=said.append)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
+            result["error"] = exc
+    adder = threading.Thread(target=add, daemon=True)
+    writer.start()
+    adder.start()
+    try:
+        try:
+            wait_for(f"the add to say {commit_when!r}", lambda: any(commit_when in m for m in said) or "error" in result,
+                     timeout=180, poll=0.05)
+        except AssertionError:
+            print("\n".join(said))
+            raise
+        t1.commit()
+        said.append("test: T1 committed")
+        adder.join(300)
+        assert "error" not in result, result.get("error")
+        time.sleep(3)                                 # writes go on after the load too
+    finally:
+        writer.stop.set()
+        writer.join(10)
+        t1.close()
+    assert writer.error is None, writer.error
+    assert writer.done > RATE, f"only {writer.done} writer transactions"
+    print("\n".join(said))
+    return result["rec"], said
+
+
+def test_copy_load_is_exact_under_writes_and_an_open_transaction(ctx: service.Context, table: str) -> None:
+    dsn = ctx.settings.local_postgres_dsn
+    rec, said = _scenario(ctx, dsn, table, commit_when="transaction(s) open since public.")
+    try:
+        assert said.index("test: T1 committed") < next(i for i, m in enumerate(said) if m.startswith("load: public."))
+        status = service.mirror_status(ctx, rec.name)
+        assert status["load"]["state"] == "done" and status["load"]["rows"] >= ROWS, status["load"]
+        assert status["snapshot"]["state"] == "not_used"
+        report = verify_mirror(ctx, rec.name, settle_timeout=90)
+        print(format_report(report))
+        assert report.clean, format_report(report)
+        assert report.source_rows > ROWS - 1000
+    finally:
+        service.remove_mirror(ctx, rec.name, drop_data=True, progress=print)
+
+
+def test_without_the_wait_the_open_transaction_is_lost(ctx: service.Context, table: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broken variant: no wait for transactions open when the table joined the publication."""
+    monkeypatch.setattr(open_xacts, "open_now", lambda conn: [])
+    rec, said = _scenario(ctx, ctx.settings.local_postgres_dsn, table, commit_when=f"load public_{table}: done")
+    try:
+        report = verify_mirror(ctx, rec.name, settle_timeout=15)
+        print(format_report(report))
+        assert not report.clean
+        assert (report.missing, report.extra, report.differing) == (1, 1, 1), format_report(report)
+    finally:
+        service.remove_mirror(ctx, rec.name, drop_data=True, progress=print)
