@@ -302,7 +302,7 @@ def check_logical(ctx: Context, rec: MirrorRecord, rb: Rebuild, logical: dict[st
     if not verdict.ok:
         raise CdcError(f"mirror {rec.name}: Pinot refuses the logical table config of generation {rb.generation}: "
                        f"{'; '.join(verdict.errors + verdict.dropped_keys)}",
-                       hint="a cdc bug: report it with `cdc mirror plan` output")
+                       hint="this is a bug in cdc: report it with the output of `cdc mirror plan`")
     return "; logical table config accepted by Pinot's own validation (in-process, no server)"
 
 
