@@ -69,7 +69,6 @@ MODES = (COPY, DEBEZIUM)
 MARKER_OP = "m"                     # the flatten job reads only c, r, u, d
 MARKER_HEADER = ("cdc-synthetic", b"load-marker")
 EVENT_STARTED, EVENT_DONE, EVENT_FAILED = "load_started", "load_done", "load_failed"
-STREAM_TIMEOUT = 120.0
 NO_DATA = {"snapshot.mode": "no_data"}          # a new connector of a copy-loaded mirror reads no rows
 FIXED_MINORS = {14: 18, 15: 13, 16: 9, 17: 5}    # invalidations distributed to open transactions
 Say = Callable[[str], None]
@@ -145,24 +144,41 @@ def is_marker(value: dict[str, Any] | None) -> bool:
     return bool(value) and value.get("op") == MARKER_OP and "cdc_load" in value   # type: ignore[union-attr]
 
 
-def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, timeout: float = STREAM_TIMEOUT) -> None:
-    """Until the table is in the source's publication and the slot is streamed by a walsender
-    that started after `since` (the source's clock before the connector change): the task
-    with the new table list reads the slot."""
-    deadline = time.monotonic() + timeout
+def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, say: Say) -> None:
+    """Until the table is in the source's publication and the slot is streamed (START_REPLICATION
+    done: pg_stat_replication says catchup or streaming) by a walsender that started after
+    `since` (the source's clock before the connector change): the task with the new table
+    list reads the slot, and a new slot is consistent (its creation waits for every
+    transaction with an xid, so changes committed before its consistent point are never
+    decoded: the load must read after it)."""
+    t0 = time.monotonic()
+    said = 0.0
     with catalog.connect(source_dsn(ctx, src)) as conn:
         while True:
             listed = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND "
                                   "tablename = %s", (publication_of(src), spec.schema_name, spec.table_name)).fetchone()
-            streaming = conn.execute("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = "
-                                     "s.active_pid WHERE s.slot_name = %s AND a.backend_start > %s",
-                                     (names.slot_name(src.name), since)).fetchone()
+            streaming = conn.execute(
+                "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid "
+                "JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = %s AND a.backend_start > %s "
+                "AND r.state IN ('catchup', 'streaming')", (names.slot_name(src.name), since)).fetchone()
             if listed and streaming:
                 return
-            if time.monotonic() > deadline:
-                raise CdcError(f"{spec.qualified} did not join the streaming publication within {timeout:.0f}s "
-                               f"(in publication: {bool(listed)}, slot streamed by the new task: {bool(streaming)})",
+            st = ctx.connect.status(names.connector_name(src.name))
+            if st is not None and st.failed:
+                raise CdcError(f"connector {st.name} failed while taking {spec.qualified}: {st.failure_summary()[:300]}",
                                hint="see `cdc stack logs connect`")
+            waited = time.monotonic() - t0
+            if waited > ctx.settings.load_wait_timeout_s:
+                raise CdcError(f"{spec.qualified} did not join the streaming publication within {waited:.0f}s "
+                               f"(in publication: {bool(listed)}, slot streamed by the new task: {bool(streaming)})",
+                               hint="see `cdc stack logs connect`; a new replication slot waits for every open "
+                                    "transaction: end them, or raise CDC_LOAD_WAIT_TIMEOUT_S")
+            if waited >= 5 and waited - said >= open_xacts.SAY_EVERY_S:
+                n = len(open_xacts.open_now(conn))
+                say(f"postgres: waiting for the connector to stream {spec.qualified}"
+                    + (f"; {n} transaction(s) open since the replication slot was requested (a new slot waits "
+                       "for them)" if n else ""))
+                said = waited
             time.sleep(0.25)
 
 

@@ -417,12 +417,12 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
     else:   # with the copy load, Debezium reads no rows itself (no_data); later renders say initial again
         create_connector(ctx, cname, plan.connector if start is None else {**plan.connector, **initial_load.NO_DATA})
         rollback.fault("connector_configured")
-        ctx.connect.wait_running(cname, timeout=120)
-        if start is None:
+        if start is None:    # (copy: wait_streaming waits, and says why: a new slot waits for open transactions)
+            ctx.connect.wait_running(cname, timeout=120)
             request = snapshot.Request("initial", notes_from)
             progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
     if start is not None:
-        initial_load.wait_streaming(ctx, src, spec, since)
+        initial_load.wait_streaming(ctx, src, spec, since, progress)
         initial_load.load(ctx, src, spec, plan.table, start, progress, on_load)
         job_id, deployed_at = _submit_job(ctx, spec, flink_sql, journal, progress)
     # what the job runs with: the reconciler compares it with the table (schema_change)

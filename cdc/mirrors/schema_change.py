@@ -247,12 +247,6 @@ def pending(ctx: Context, name: str) -> dict[str, Any] | None:
     return {"action": kind, "why": why, "what_it_does": WHAT_IT_DOES[kind], "before": ch.before, "after": ch.after}
 
 
-def fix_hint(rec: MirrorRecord) -> str:
-    key = f" --key {','.join(rec.spec.key_columns)}" if rec.spec.key_columns else ""
-    return (f"cdc mirror remove {rec.name} --drop-data, then cdc mirror add {rec.spec.schema_name} "
-            f"{rec.spec.table_name} --source {rec.spec.source} --name {rec.name}{key}")
-
-
 # -- observe -------------------------------------------------------------------------------
 
 def current_of(conn: Any, rec: MirrorRecord) -> Current:
@@ -445,7 +439,9 @@ def _block(ctx: Context, rec: MirrorRecord, ch: Change, why: str) -> tuple[str, 
 
 def exclude_hint(rec: MirrorRecord, ch: Change) -> str:
     cols = ",".join(n for n, _ in ch.unmappable) or "COLUMN"
-    return f"cdc mirror remove {rec.name} --drop-data, then cdc mirror add {rec.spec.qualified} --exclude {cols}"
+    key = f" --key {','.join(rec.spec.key_columns)}" if rec.spec.key_columns else ""
+    return (f"cdc mirror remove {rec.name} --drop-data, then cdc mirror add {rec.spec.qualified} --source "
+            f"{rec.spec.source} --name {rec.name}{key} --exclude {cols}")
 
 
 def _gone(ctx: Context, rec: MirrorRecord, why: str) -> tuple[str, str]:

@@ -151,8 +151,11 @@ def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any
                           hint='write SELECT ... FROM "<mirror name>" (see `cdc mirror list`)')
     rec = get_mirror(ctx, m.group(1))
     spec = rec.spec
-    with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
-        info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    if rec.deployment is not None:      # the shape of the generation that answers (see read_mirror)
+        info = rec.deployment.table
+    else:
+        with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
+            info = catalog.introspect(conn, spec.schema_name, spec.table_name)
     topic = names.flat_topic(spec.name, rec.generation)
     response = pinot_engine.default_engine().query(
         render.render_pinot_schema(spec, info),

@@ -119,11 +119,30 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str)
     return result["rec"], said
 
 
-def test_copy_load_is_exact_under_writes_and_an_open_transaction(ctx: service.Context, table: str) -> None:
+@pytest.fixture
+def connector(request: pytest.FixtureRequest, ctx: service.Context, pg: psycopg.Connection) -> Iterator[str]:
+    """"existing": another mirror of the source runs, so the table joins a running connector
+    (ALTER PUBLICATION, task restart); "new": the add creates the connector and its slot."""
+    assert not ctx.registry.list_mirrors(), "the test needs a source without mirrors"
+    if request.param == "new":
+        yield "new"
+        return
+    name = f"anchor_{uuid.uuid4().hex[:6]}"
+    pg.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY)").format(sql.Identifier("public", name)))
+    rec = service.add_mirror(ctx, "public", name, progress=print)
+    yield "existing"
+    service.remove_mirror(ctx, rec.name, drop_data=True, progress=print)
+    pg.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("public", name)))
+
+
+@pytest.mark.parametrize("connector", ["existing", "new"], indirect=True)
+def test_copy_load_is_exact_under_writes_and_an_open_transaction(ctx: service.Context, table: str,
+                                                                 connector: str) -> None:
     dsn = ctx.settings.local_postgres_dsn
-    rec, said = _scenario(ctx, dsn, table, commit_when="transaction(s) open since public.")
+    rec, said = _scenario(ctx, dsn, table, commit_when="transaction(s) open since")
     try:
         assert said.index("test: T1 committed") < next(i for i, m in enumerate(said) if m.startswith("load: public."))
+        assert any(m.startswith("postgres: waiting for") for m in said)
         status = service.mirror_status(ctx, rec.name)
         assert status["load"]["state"] == "done" and status["load"]["rows"] >= ROWS, status["load"]
         assert status["snapshot"]["state"] == "not_used"
@@ -135,7 +154,8 @@ def test_copy_load_is_exact_under_writes_and_an_open_transaction(ctx: service.Co
         service.remove_mirror(ctx, rec.name, drop_data=True, progress=print)
 
 
-def test_without_the_wait_the_open_transaction_is_lost(ctx: service.Context, table: str,
+@pytest.mark.parametrize("connector", ["existing"], indirect=True)
+def test_without_the_wait_the_open_transaction_is_lost(ctx: service.Context, table: str, connector: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The broken variant: no wait for transactions open when the table joined the publication."""
     monkeypatch.setattr(open_xacts, "open_now", lambda conn: [])

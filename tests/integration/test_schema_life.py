@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from cdc.core.settings import Settings
-from cdc.mirrors import reconcile, service
+from cdc.mirrors import reconcile, schema_change, service
 from cdc.mirrors.verify import format_report, verify_mirror
 from syncing import wait_in_sync
 
@@ -119,15 +119,22 @@ CASES = [
 ]
 
 
-def _converge(ctx: service.Context, name: str, timeout: float) -> list[str]:
+PLANNED = {reconcile.FOLLOW_SCHEMA: schema_change.FOLLOW, reconcile.REBUILD: schema_change.REBUILD,
+           reconcile.SCHEMA_IN_PLACE: schema_change.IN_PLACE}
+
+
+def _converge(ctx: service.Context, name: str, timeout: float, seen: list[dict] | None = None) -> list[str]:
     """Reconciler passes until the mirror is running with no rebuild in flight and a pass
-    plans nothing but health; returns the kinds of actions that did something."""
+    plans nothing but health; returns the kinds of actions that did something. `seen` gets
+    what `mirror status` said of a rebuild in flight."""
     rec = reconcile.Reconciler(lambda: service.context(ctx.settings), ctx.settings, interval_s=1.0)
     t0, kinds = time.monotonic(), []
     try:
         while time.monotonic() - t0 < timeout:
             acted = rec.run_once()
             kinds += [a.kind for a in acted if a.kind != reconcile.REBUILD_STEP]
+            if seen is not None and not seen and (rb := service.mirror_status(ctx, name).get("rebuild")):
+                seen.append(rb)
             m = ctx.registry.get_mirror(name)
             if m is not None and m.state == "running" and m.deployment and m.deployment.rebuild is None \
                     and not acted and m.flink_job_id and ctx.jobmanager.job_state(m.flink_job_id) == "RUNNING":
@@ -165,7 +172,10 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
         time.sleep(3)
         pg.execute(case.ddl.format(t=f"public.{t}"))
         t_ddl = time.monotonic()
-        kinds = _converge(ctx, name, timeout=240)
+        pend = schema_change.pending(ctx, name)            # what `cdc mirror plan` shows now
+        assert pend is not None and pend["action"] == PLANNED[case.action], pend
+        seen: list[dict] = []
+        kinds = _converge(ctx, name, timeout=240, seen=seen)
         converged = time.monotonic() - t_ddl
         time.sleep(3)                                   # writes go on against the new generation
         writer.stop.set()
@@ -199,6 +209,7 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
             assert before <= min(counts) and max(counts) <= after, (counts, before, after)
         if case.action == reconcile.REBUILD:
             assert rec.generation >= 1
+            assert seen and seen[0]["generation"] == 1 and seen[0]["serving_generation"] == 0, seen
             events = [e.action for e in ctx.registry.list_events(name, limit=50)]
             assert "rebuild_switched" in events, events
         st = service.mirror_status(ctx, name)
