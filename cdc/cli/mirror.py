@@ -194,7 +194,7 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
             snap = rb.get("snapshot") or {}
             print(f"rebuild    generation {rb['serving_generation']} answers while {rb['generation']} fills "
                   f"({rb['elapsed_s']}s): {rb['reason']}\n           snapshot {snap.get('state')} "
-                  f"({snap.get('rows')} rows); job committed offset {rb.get('copied')} of {rb.get('change_topic_end')}")
+                  f"({snap.get('rows') or 0} rows read); job committed offset {rb.get('copied')} of {rb.get('change_topic_end')}")
         slot = st.get("slot") or {}
         if "error" in slot:
             print(f"slot       {slot.get('name', '')} {slot['error']}" + (f"\n           hint: {slot['hint']}"

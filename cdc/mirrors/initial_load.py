@@ -10,7 +10,8 @@ Order of `mirror add` with the copy load (cdc.mirrors.lifecycle):
      consumer group gets offset J = M + 1 committed (the job reads from J, never earlier);
   2. the connector takes the table (a new connector with snapshot.mode=no_data: Debezium reads
      no rows itself); wait until the table is in the publication and a walsender started
-     after the config change streams the slot (the task with the new table list);
+     after the config change streams the slot (the task with the new table list; a new slot
+     is consistent only once every transaction open at its creation ended);
   3. T = the transactions in progress now (pg_current_snapshot()); wait until all have ended;
   4. read the table (the load), every record with __seq = seq_base + M;
   5. only then submit the flatten job (from J).
@@ -22,22 +23,30 @@ Why the mirror is exact, per key k, whatever is written meanwhile:
   snapshot), so nothing below M exists; M itself is the marker, which the job skips (its op is
   "m"), so no streamed record ever ties with a loaded one, even when a redeploy replays the
   change topic from its start.
-* The stream has every change committed after the read. pgoutput decodes a change with the
-  catalog as of the change's WAL position (Postgres >= 15.13 / 14.18 / 16.9 / 17.5 also
-  distribute the publication's invalidation to transactions in progress; older ones can lose
-  such changes with any loader, Debezium's included): what a transaction wrote before the
-  table joined the publication is never published, even if it commits later. Every such
-  transaction is in T (one without an xid at (3) had written nothing; its later writes sit
-  after the table joined). After (3), every transaction still writing is outside T, so all its
-  writes are published; the restarted task streams the slot from its committed LSN with the
-  new table list, so nothing published after it started is filtered out.
-* So if the last change to k was committed after (3), it is published and is k's last streamed
-  change: the mirror ends at it (highest __seq). Writes to one key are serialized by its row
-  lock (or its unique index), so if the last change to k was made before the table joined,
-  every earlier change to k was too: none is streamed, and the load, read after (3), sees k's
-  final state (or its absence). Each reader takes its own snapshot after (3): a key unchanged
-  since (3) sits at one ctid and is read exactly once; a key read twice (moved by an update
-  during the load) was changed after (3), so its streamed change wins.
+* What pgoutput publishes, A being the commit of the ALTER PUBLICATION that adds the table
+  (or, for a new connector, the new slot's consistent point; wait_streaming waits for both):
+  (F1) a write made after A is published (pgoutput rebuilds its relation cache from A's
+       invalidations; for a transaction open across A, Postgres distributes them since
+       15.13 / 14.18 / 16.9 / 17.5 -- older servers can lose such writes with any loader,
+       Debezium's snapshot included);
+  (F2) a write of a transaction that committed before A is not published;
+  (F3) a write made before A by a transaction that commits after A may or may not be: pgoutput
+       decides from its relation cache, "not published" as of the write's position unless
+       another transaction already filled the cache after A (seen: with concurrent writers
+       T1's early changes arrive, without them they do not; the tests cover both).
+  Every transaction that may have such writes is in T (one without an xid at (3) had written
+  nothing; its writes are after A). The restarted task streams the slot from its committed
+  LSN with the new table list, so nothing published after it started is filtered out.
+* Per key k, let w be its last write. Writes to one key are serialized by its row lock (or its
+  unique index): each is made after the previous writer committed, and pgoutput sends in
+  commit order. If w is published, it is k's last streamed change and the mirror ends at it.
+  If not, w was made before A (F1), so every earlier write to k was made, and its transaction
+  (if not w's) committed, before A: none is published (F2; earlier writes of w's own
+  transaction are decoded with the same cache state as w). w's transaction ended before the
+  load read (3), so the load holds k's final state (or its absence), and nothing overrides it.
+* Each reader takes its own snapshot after (3): a key unchanged since (3) sits at one ctid and
+  is read exactly once; a key read twice (moved by an update during the load) was changed
+  after (3), so its streamed change wins.
 * Kafka compaction keeps a key's last record: the job starts after every loaded record is
   acknowledged (5), so a key's loaded record always precedes its streamed ones.
 * Loaded keys that later need a delete no DELETE event carries (a lost slot's repair) are

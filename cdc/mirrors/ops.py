@@ -253,22 +253,18 @@ def resync_mirror(ctx: service.Context, name: str) -> str:
     if slots.wal_status(service.source_dsn(ctx, src), src.name) == "lost":
         from cdc.mirrors import slot_repair
         return "slot repaired: " + slot_repair.repair(ctx, src.name)
-    from cdc.mirrors import dead_letters, rebuild, schema_change
+    if rec.state != "running":
+        raise ConflictError(f"mirror {name} is {rec.state}: only a running mirror is resynced",
+                            hint=f"`cdc mirror status {name}` says why; resume it first if it is paused")
+    from cdc.mirrors import rebuild, schema_change
     with catalog.connect(service.source_dsn(ctx, src)) as conn:
         cur = schema_change.current_of(conn, rec)
     if cur.gone:
         raise ConflictError(f"mirror {name} cannot be resynced: {cur.gone}",
                             hint=f"cdc mirror remove {name}, then add the table under its current name")
-    try:      # the re-read supersedes the dead letters so far: rows still bad become new ones
-        seen = dead_letters.summary(ctx.settings.kafka_bootstrap, name)["count"]
-    except Exception:  # noqa: BLE001 - Kafka unreachable: acknowledge nothing
-        seen = None
-    rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes)
+    rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes)   # supersedes dead letters
     ctx.registry.record_event(name, "resync", f"rebuild into generation {rb.generation}: incremental snapshot of "
                                               f"{rec.spec.qualified} (signal {rb.signal_id})")
-    if seen:
-        ctx.registry.record_event(name, dead_letters.ACK_EVENT, f"{seen} dead letter(s) superseded by resync "
-                                                                f"{rb.signal_id}")
     return f"rebuilding into generation {rb.generation} (signal {rb.signal_id})"
 
 
@@ -276,11 +272,20 @@ def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], N
                     timeout: float = RESYNC_TIMEOUT_S) -> str:
     """resync_mirror(), then drive the rebuild until the new generation answers."""
     from cdc.mirrors import rebuild
-    started = resync_mirror(ctx, name)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            started = resync_mirror(ctx, name)
+            break
+        except rebuild.RebuildDeferred as exc:       # another snapshot runs on the connector
+            if time.monotonic() > deadline:
+                raise
+            progress(f"mirror {name}: {exc.message}")
+            time.sleep(5.0)
     if started.startswith("slot repaired"):
         return started
     progress(f"mirror {name}: {started}")
-    deadline, last = time.monotonic() + timeout, ""
+    last = ""
     while time.monotonic() < deadline:
         outcome, detail = rebuild.step(ctx, name, progress)
         rec = service.get_mirror(ctx, name)

@@ -21,6 +21,8 @@ How, per mirror of one source:
    null), under the same record key, so the compacted topic keeps it as the key's latest
    record. The flatten job turns it into a delete like any other, with a higher __seq than
    every earlier record of the key. Such events carry the header cdc-synthetic: prune.
+   A key whose record the copy load wrote (cdc.mirrors.initial_load) has no change event: its
+   delete goes to the flat topic directly (_delete_loaded says why that is exact too).
 5. The connector is resumed.
 
 Why this is exact: the connector was stopped before t0 and resumes after the deletes, so every
@@ -50,7 +52,7 @@ from cdc.core.errors import CdcError
 from cdc.core.models import Source, TableInfo
 from cdc.mapping import canonical, render
 from cdc.mapping.typemap import TS_NEG_INFINITY, TS_POS_INFINITY, TypeMapping, map_table
-from cdc.mirrors import snapshot
+from cdc.mirrors import load_progress, snapshot
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors.context import Context
 from cdc.mirrors.registry import MirrorRecord
@@ -122,8 +124,11 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
     end = KafkaAdmin(ctx.settings.kafka_bootstrap).end_offsets(ctopic).get(0, 0)
     group = rec.deployment.group_id if rec.deployment is not None else names.flink_group(spec.name)
     epoch = int(getattr(rec.deployment, "seq_epoch", 0) or 0)       # the change topic's incarnation now
-    latest = _mirror_state(ctx.settings.kafka_bootstrap, names.flat_topic(spec.name, rec.generation), keys, maps, end, epoch,
-                           catch_up_timeout, lambda: _committed(ctx.settings.kafka_bootstrap, group, ctopic))
+    flat = names.flat_topic(spec.name, rec.generation)
+    load = load_progress.read(ctx.settings.registry_file, rec.name, rec.created_at) if not rec.generation else None
+    load_seq = load.seq if load is not None and load.state == "done" else None
+    latest, loaded_raw = _mirror_state(ctx.settings.kafka_bootstrap, flat, keys, maps, end, epoch, catch_up_timeout,
+                                       lambda: _committed(ctx.settings.kafka_bootstrap, group, ctopic), load_seq)
     present = {k: seq for k, (seq, deleted) in latest.items() if not deleted}
     in_pg = _pg_keys(dsn, table, keys, maps)
     extra = {k: seq for k, seq in present.items() if k not in in_pg}
@@ -134,7 +139,12 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
             raise CdcError(f"{spec.name}: {len(older)} key(s) to remove (e.g. {older[0]}) were last changed in an "
                            "earlier incarnation of the change topic, whose events are gone",
                            hint=f"cdc mirror remove {spec.name} --drop-data, then add it again")
-        _append_deletes(ctx.settings.kafka_bootstrap, ctopic, sorted(seq & SEQ_OFFSET for seq in extra.values()))
+        loaded = [loaded_raw[k] for k, seq in extra.items() if seq == load_seq]     # no change event: the copy load's
+        if loaded:
+            _delete_loaded(ctx.settings.kafka_bootstrap, spec, table, ctopic, flat, epoch, loaded)
+        streamed = sorted(seq & SEQ_OFFSET for seq in extra.values() if seq != load_seq)
+        if streamed:
+            _append_deletes(ctx.settings.kafka_bootstrap, ctopic, streamed)
     return len(extra)
 
 
@@ -152,14 +162,17 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
 
 
 def _mirror_state(bootstrap: str, flat: str, keys: list[str], maps: dict[str, TypeMapping], end: int, epoch: int,
-                  timeout: float, committed: Callable[[], int]) -> dict[Key, tuple[int, bool]]:
+                  timeout: float, committed: Callable[[], int], load_seq: int | None = None
+                  ) -> tuple[dict[Key, tuple[int, bool]], dict[Key, dict[str, Any]]]:
     """Canonical key -> (__seq, deleted) of its winning flat record, once the Flink job has
     caught up with the change topic's `end`: the flat topic holds the record of offset end - 1,
-    or the job's committed offset reached `end`."""
+    or the job's committed offset reached `end`. Also: canonical key -> the key fields as the
+    flat record holds them, for records of the copy load (__seq == load_seq)."""
     deadline = time.monotonic() + timeout
     while True:
         done = end == 0 or committed() >= end
         latest: dict[Key, tuple[int, bool]] = {}
+        loaded: dict[Key, dict[str, Any]] = {}
         top = -1
         for _, _, r in mirror_state.flat_records(bootstrap, flat):
             seq = int(r["__seq"])
@@ -168,8 +181,10 @@ def _mirror_state(bootstrap: str, flat: str, keys: list[str], maps: dict[str, Ty
             k = tuple(canonical.flat_value(r.get(maps[c].name), maps[c]) for c in keys)
             if k not in latest or seq >= latest[k][0]:      # Pinot: highest __seq, ties to the later one
                 latest[k] = (seq, bool(r.get("__deleted")))
+                if seq == load_seq:
+                    loaded[k] = {maps[c].name: r.get(maps[c].name) for c in keys}
         if done or top >= end - 1:
-            return latest
+            return latest, loaded
         if time.monotonic() > deadline:
             raise CdcError(f"flat topic {flat} did not catch up with its change topic within {timeout:.0f}s "
                            f"(highest __seq {top}, change topic ends at {end})",
@@ -216,6 +231,36 @@ def as_delete(value: dict[str, Any], now_ms: int) -> dict[str, Any]:
     source.update(ts_ms=now_ms, snapshot="false")
     return {"before": value.get("after"), "after": None, "source": source, "op": "d", "ts_ms": now_ms,
             "transaction": None}
+
+
+def _delete_loaded(bootstrap: str, spec: Any, table: TableInfo, ctopic: str, flat: str, epoch: int,
+                   key_rows: list[dict[str, Any]]) -> None:
+    """Deletes of keys whose winning record the copy load wrote (cdc.mirrors.initial_load): no
+    change event exists to turn into a delete, so the delete goes to the flat topic itself, with
+    the load's key bytes (same partition, same compaction key) and __seq = seq_base + the offset
+    of a marker appended to the change topic now. The connector is stopped (step 1), so that
+    offset is above the loaded rows' and below every later change of the key: the delete wins
+    over the loaded row and loses to any later change; a replay of the change topic re-creates
+    neither the loaded row nor this delete."""
+    from confluent_kafka import Producer
+
+    from cdc.mapping import flat_sql, rules
+    from cdc.mirrors import initial_load
+    start = initial_load.mark(bootstrap, spec, ctopic, epoch)
+    kept = set(rules.kept_columns(spec.rules, table, render.key_columns(spec, table)))
+    columns = [m.name for m in map_table(table) if m.column in kept]
+    now_ms, errors = int(time.time() * 1000), []
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                  "partitioner": "murmur2_random", "log_level": 0})
+    for key in key_rows:
+        value = {c: key.get(c) for c in columns} | {"__deleted": True, "__seq": start.seq, "__source_ts_ms": now_ms,
+                                                    "__op": "d"}
+        key_bytes = flat_sql.jackson_key(json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode())
+        p.produce(flat, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(), key_bytes,
+                  on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        p.poll(0)
+    if p.flush(60) or errors:
+        raise CdcError(f"could not append deletes to {flat}: {errors[:3] or 'flush timed out'}")
 
 
 def _append_deletes(bootstrap: str, topic: str, offsets: Iterable[int]) -> None:

@@ -56,6 +56,7 @@ EVENT_ABORTED = "rebuild_aborted"
 EVENT_PROGRESS = "rebuild_progress"
 #: a rebuild whose job or snapshot is not under way this long after its start is restarted
 RESTART_AFTER_S = 600.0
+MAX_RESUBMITS = 5
 
 Progress = Callable[[str], None]
 
@@ -91,17 +92,25 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     if rec is None or rec.deployment is None:
         raise ConflictError(f"mirror {name} has no recorded deployment to rebuild",
                             hint="let the reconciler record it: run `cdc serve` for a few seconds")
+    render.render_flink_sql(rec.spec, table, kafka_bootstrap="x:1", change_topic="x", flat_topic="x",
+                            group_id="x")          # the new shape renders (a ConfigError otherwise)
+    src = get_source(ctx, rec.spec.source)
+    cname = names.connector_name(src.name)
+    if snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
+        # Debezium would queue ours behind it, and that scan's completion could pass for ours
+        raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
+                              hint="`cdc mirror status` shows it; the reconciler (`cdc serve`) starts the rebuild then")
+    gen = _next_generation(ctx, rec)     # above the one in flight: a torn-down number is never reused
     if rec.deployment.rebuild is not None:
         abort(ctx, name, f"superseded: {reason}", progress)
         rec = ctx.registry.get_mirror(name) or rec
     dep = rec.deployment
     assert dep is not None
-    render.render_flink_sql(rec.spec, table, kafka_bootstrap="x:1", change_topic="x", flat_topic="x",
-                            group_id="x")          # the new shape renders (a ConfigError otherwise)
-    gen, kafka, ctopic = _next_generation(ctx, rec), _kafka(ctx), _change_topic(rec)
+    kafka, ctopic = _kafka(ctx), _change_topic(rec)
     group = f"{names.flink_group(name)}-g{gen}-{int(time.time() * 1000)}"    # no offsets committed yet
     rb = Rebuild(generation=gen, table=table, filenodes=filenodes, group_id=group,
-                 start_offset=kafka.end_offsets(ctopic).get(0, 0), started_at=time.time(), reason=reason)
+                 start_offset=kafka.end_offsets(ctopic).get(0, 0), started_at=time.time(), reason=reason,
+                 notes_from=snapshot.prepare(ctx, src)[0])
     ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
     topic = names.flat_topic(name, gen)
     progress(f"rebuild {name}: generation {gen} ({reason}); flat topic {topic}")
@@ -113,7 +122,7 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
                                                            flat_topic=topic))
     kafka.commit(rb.group_id, ctopic, rb.start_offset)     # the job starts exactly at J
     rb = _submit(ctx, rec, rb)
-    src = get_source(ctx, rec.spec.source)
+    _supersede_dead_letters(ctx, name, rb)
     rb = rb.model_copy(update={"signal_id": snapshot.send_signal(ctx, src, [(rec.spec.schema_name,
                                                                              rec.spec.table_name)])})
     ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
@@ -128,10 +137,29 @@ def _columns(t: TableInfo) -> list[str]:
     return [f"{c.name} {c.type_name}" for c in sorted(t.columns, key=lambda c: c.position)]
 
 
-def deployment_of(dep: Deployment, rb: Rebuild) -> Deployment:
-    """What the mirror runs with once generation rb.generation answers."""
-    return dep.model_copy(update={"table": rb.table, "group_id": rb.group_id, "deployed_at": rb.started_at,
-                                  "generation": rb.generation, "filenodes": rb.filenodes, "rebuild": None})
+class RebuildDeferred(CdcError):
+    """The rebuild cannot begin yet (another snapshot runs on the source's connector)."""
+
+
+def _supersede_dead_letters(ctx: Context, name: str, rb: Rebuild) -> None:
+    """The new generation re-reads every row: dead letters so far no longer describe the mirror
+    (rows still bad become new ones)."""
+    from cdc.mirrors import dead_letters
+    try:
+        seen = dead_letters.summary(ctx.settings.kafka_bootstrap, name)["count"]
+    except Exception:  # noqa: BLE001 - Kafka unreachable: acknowledge nothing
+        return
+    if seen:
+        ctx.registry.record_event(name, dead_letters.ACK_EVENT, f"{seen} dead letter(s) superseded by the rebuild "
+                                                                f"into generation {rb.generation}")
+
+
+def deployment_of(dep: Deployment, rb: Rebuild, deployed_at: float | None = None) -> Deployment:
+    """What the mirror runs with once generation rb.generation answers. deployed_at (the
+    switch) bounds its restore points: none of the old generation's job counts."""
+    return dep.model_copy(update={"table": rb.table, "group_id": rb.group_id, "generation": rb.generation,
+                                  "deployed_at": deployed_at or rb.started_at, "filenodes": rb.filenodes,
+                                  "rebuild": None, "start_offset": rb.start_offset})
 
 
 def _submit(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> Rebuild:
@@ -152,9 +180,8 @@ def _submit(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> Rebuild:
 def snapshot_progress(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> snapshot.Progress:
     src = get_source(ctx, rec.spec.source)
     topic = names.notification_topic(src.name)
-    notes = [n for _, n in snapshot.read_notifications(ctx.settings.kafka_bootstrap, topic)]
-    return snapshot.fold(dbz_names.identifier(rec.spec.schema_name, rec.spec.table_name), notes,
-                         since_ms=int(rb.started_at * 1000) - 1000)
+    notes = [n for _, n in snapshot.read_notifications(ctx.settings.kafka_bootstrap, topic, start=rb.notes_from)]
+    return snapshot.fold(dbz_names.identifier(rec.spec.schema_name, rec.spec.table_name), notes)
 
 
 def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
@@ -188,23 +215,25 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
     if rb.job_id is None or rb.signal_id is None:     # a start cut off half-way: begin again
         if time.time() - rb.started_at < 60:
             return "noop", "rebuild starting"
-        start(ctx, name, f"restarted (the previous start was cut off): {rb.reason}", rb.table, rb.filenodes, progress)
-        return "done", "rebuild restarted"
+        return _restart(ctx, name, f"restarted (the previous start was cut off): {rb.reason}", rb, progress)
     state = ctx.jobmanager.job_state(rb.job_id)
+    if state not in ALIVE_JOB_STATES and rb.resubmits >= MAX_RESUBMITS:
+        abort(ctx, name, f"its job ended {rb.resubmits + 1} times ({state or 'missing'}; `cdc stack logs flink` says "
+                         "why)", progress)
+        ctx.registry.update_mirror(name, state="error")
+        return "done", f"rebuild abandoned: its job keeps failing ({state or 'missing'})"
     if state not in ALIVE_JOB_STATES:
-        rb = _submit(ctx, rec, rb)    # from the group's committed offsets: replays are idempotent
+        rb = _submit(ctx, rec, rb.model_copy(update={"resubmits": rb.resubmits + 1}))    # from the group's committed offsets: replays are idempotent
         ctx.registry.record_event(name, EVENT_PROGRESS, f"generation {rb.generation}: job was {state or 'missing'}, "
                                                         f"resubmitted as {rb.job_id}")
         return "done", f"rebuild job resubmitted ({state or 'missing'})"
     p = snapshot_progress(ctx, rec, rb)
     if p.state == "failed":
-        start(ctx, name, f"restarted: the snapshot failed ({p.reason}); {rb.reason}", rb.table, rb.filenodes, progress)
-        return "done", "rebuild restarted after a failed snapshot"
+        return _restart(ctx, name, f"restarted: the snapshot failed ({p.reason}); {rb.reason}", rb, progress)
     if p.state != "done":
-        if p.state == "requested" and time.time() - rb.started_at > RESTART_AFTER_S:
-            start(ctx, name, f"restarted: no sign of the snapshot after {RESTART_AFTER_S:.0f}s; {rb.reason}", rb.table,
-                  rb.filenodes, progress)
-            return "done", "rebuild restarted (snapshot never began)"
+        if p.state == "requested" and time.time() - rb.started_at > RESTART_AFTER_S and _connector_running(ctx, rec):
+            return _restart(ctx, name, f"restarted: no sign of the snapshot after {RESTART_AFTER_S:.0f}s; {rb.reason}",
+                            rb, progress)
         return "noop", f"generation {rb.generation}: snapshot {p.state}"
     kafka, ctopic = _kafka(ctx), _change_topic(rec)
     if rb.target_offset is None:      # every snapshot read and change so far is at or below it
@@ -265,6 +294,19 @@ def written_offset(bootstrap: str, flat_topic: str, seq_base: int) -> int:
     return max((s - seq_base for s in seqs), default=-1)
 
 
+def _restart(ctx: Context, name: str, reason: str, rb: Rebuild, progress: Progress) -> tuple[str, str]:
+    try:
+        new = start(ctx, name, reason, rb.table, rb.filenodes, progress)
+    except RebuildDeferred as exc:
+        return "noop", exc.message
+    return "done", f"rebuild restarted as generation {new.generation}"
+
+
+def _connector_running(ctx: Context, rec: MirrorRecord) -> bool:
+    st = ctx.connect.status(names.connector_name(rec.spec.source))
+    return st is not None and st.state == "RUNNING" and all(t.state == "RUNNING" for t in st.tasks)
+
+
 def switch(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple[str, str]:
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
@@ -279,7 +321,7 @@ def switch(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tup
         # the logical table's schema carries its name: the columns of the generation it routes to
         ctx.controller.add_schema(render.render_pinot_schema(rec.spec, rb.table), override=True, force=True)
         ctx.controller.put_logical_table(logical)
-    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb), flink_job_id=rb.job_id)
+    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb, time.time()), flink_job_id=rb.job_id)
     took = time.time() - rb.started_at
     ctx.registry.record_event(name, EVENT_SWITCHED, f"generation {old} -> {rb.generation} after {took:.1f}s "
                                                     f"({rb.reason}){checked}")

@@ -112,6 +112,8 @@ class Rebuild(BaseModel):
     # once the snapshot is read: the offset of the change topic's last data record then; the
     # switch waits until generation N+1 has written its change (or committed past it)
     target_offset: int | None = None
+    notes_from: int = 0          # the notification topic's end when the snapshot was requested
+    resubmits: int = 0           # times its job was found ended and submitted again
 
 
 class Deployment(BaseModel):
@@ -133,6 +135,10 @@ class Deployment(BaseModel):
     generation: int = 0
     filenodes: dict[str, int] | None = None
     rebuild: Rebuild | None = None
+    # the change-topic offset the generation's job began at (a rebuild's J; 0 = the earliest):
+    # a later replay (ADD COLUMN follow) starts there, never below, or it would bring back rows
+    # the generation never had (a TRUNCATE's, or keys a resync left out)
+    start_offset: int = 0
 
     def columns(self) -> list[str]:
         return [f"{c.name} {c.type_name}" for c in sorted(self.table.columns, key=lambda c: c.position)]

@@ -1,17 +1,24 @@
-"""Schema changes of a mirrored table: detect them, follow ADD COLUMN in place, refuse the rest loudly.
+"""Schema changes of a mirrored table: detect them, follow what can be followed in place,
+rebuild the rest without a gap, stop on what cdc cannot mirror.
 
 A mirror's Flink job has a fixed column list (the table as it was when the SQL was rendered),
-kept in the registry as the mirror's Deployment. The reconciler compares it with the table in
-the catalog now (diff() is pure) and:
+kept in the registry as the mirror's Deployment with the table's storage (relfilenode per
+table or partition). The reconciler compares it with the table in the catalog now (decide()
+is pure; WHAT_IT_DOES says what each outcome does; `cdc mirror plan` shows it):
 
 * ADD COLUMN of nullable columns without a non-NULL default (or DEFAULT NULL, which Postgres
   does not even store) -> follow(): redeploy the flatten job with the new column list.
   Existing rows read NULL for the new column, exactly as in Postgres.
-* anything else (DROP / RENAME COLUMN, a type change, a changed primary key, ADD COLUMN with
-  a default, generated or identity column, or of a type cdc cannot map) -> mark_unsupported():
-  state "error", and an event naming the change and the fix. Those change rows Debezium never
-  re-emits (a default fills every existing row without a WAL change per row), or change the
+* a type change the job and Pinot read alike (varchar(n) -> text, numeric precision up) ->
+  recorded in place.
+* everything else a mirror can hold (DROP / RENAME COLUMN, ADD COLUMN with a default, a type
+  Pinot cannot change in place, a new key) and any replaced storage (TRUNCATE, table
+  rewrites) -> a rebuild (cdc.mirrors.rebuild): a new generation from a fresh snapshot, switched
+  to when complete. Those are changes Debezium never re-emits per row (a default fills every
+  existing row without a WAL change, TRUNCATE is skipped by the connector) or that change the
   mirror's key or types, which an in-place redeploy cannot make exact.
+* a column of a type cdc cannot map, or a key gone -> state schema_blocked until fixed (the
+  mirror keeps its last good rows); a dropped / renamed / re-created table -> state error.
 
 Where the new job starts (the restart point). Events written between the ALTER and the
 redeploy already carry the new column in Debezium's `after`, but the old job ignored it, and
@@ -206,15 +213,18 @@ def decide(dep: Deployment, cur: Current, spec: MirrorSpec | None = None) -> tup
         return UNSUPPORTED, ch, "the table has no primary key any more (add one, or re-add the mirror with --key)"
     if spec and spec.key_columns and any(k in ch.dropped or k in dict(ch.renamed) for k in spec.key_columns):
         return UNSUPPORTED, ch, f"a --key column ({', '.join(spec.key_columns)}) was dropped or renamed"
-    if dep.filenodes is None:     # a mirror deployed before storage was recorded: record it now
-        return (_by_columns(ch) if ch else RECORD if cur.filenodes else None), ch, "table storage not recorded yet"
+    if dep.filenodes is None:     # deployed before storage was recorded: no rewrite can be ruled out
+        if ch:
+            return (FOLLOW if ch.followable else REBUILD), ch, ch.describe()
+        return (RECORD if cur.filenodes else None), ch, "table storage not recorded yet"
     rewritten = sorted(o for o, f in cur.filenodes.items() if o in dep.filenodes and dep.filenodes[o] != f)
     if rewritten:
         why = ("the table's storage was replaced (TRUNCATE, or a rewrite: ALTER COLUMN TYPE, a volatile "
                "DEFAULT, VACUUM FULL, CLUSTER)")
         return REBUILD, ch, why + (f"; {ch.describe()}" if ch else "")
-    if not ch:
-        return None, ch, ""
+    if not ch:      # a partition attached since: its storage becomes part of the baseline
+        new = set(cur.filenodes) - set(dep.filenodes)
+        return (RECORD if new else None), ch, (f"storage of {len(new)} new partition(s) not recorded" if new else "")
     return _by_columns(ch), ch, ch.describe()
 
 
@@ -240,7 +250,7 @@ WHAT_IT_DOES = {
 
 def pending(ctx: Context, name: str) -> dict[str, Any] | None:
     """What the reconciler will do about the mirror's table as it is now (None: nothing)."""
-    rec, d = _now(ctx, name)
+    rec, _cur, d = _now(ctx, name)
     if rec is None or d is None or d[0] is None:
         return None
     kind, ch, why = d
@@ -344,69 +354,74 @@ def redeploy(ctx: Context, rec: MirrorRecord, dep: Deployment) -> tuple[str, lis
 def _pinot_add_columns(ctx: Context, rec: MirrorRecord, table: TableInfo) -> str:
     """On a real Pinot: the schema gains the column (a backward-compatible update), then a
     reload gives existing segments its default (NULL). In-process reads render the schema from
-    the catalog, so there is nothing to push."""
+    deployment, so there is nothing to push. A rebuilt mirror's table is <m>_g<N> (its own
+    schema), behind the logical table <m> (whose schema follows too)."""
     if not pinot_enabled(ctx)[0]:
-        return "Pinot read in-process (schema follows the catalog)"
-    ctx.controller.add_schema(render.render_pinot_schema(rec.spec, table), override=True)
-    ctx.controller.reload_table(rec.name)
-    return f"Pinot schema {rec.name} updated and table reloaded"
+        return "Pinot read in-process (schema follows the deployment)"
+    physical = names.pinot_physical_table(rec.name, rec.generation)
+    ctx.controller.add_schema(render.render_pinot_schema(rec.spec.model_copy(update={"name": physical}), table),
+                              override=True)
+    if physical != rec.name:
+        ctx.controller.add_schema(render.render_pinot_schema(rec.spec, table), override=True)
+    ctx.controller.reload_table(physical)
+    return f"Pinot schema {physical} updated and table reloaded"
 
 
-def _now(ctx: Context, name: str) -> tuple[MirrorRecord | None, tuple[str | None, Change, str] | None]:
-    """The mirror and decide() against the catalog now (the plan may be seconds old)."""
+def _now(ctx: Context, name: str) -> tuple[MirrorRecord | None, Current | None,
+                                           tuple[str | None, Change, str] | None]:
+    """The mirror, its table now and decide() on it (the plan may be seconds old)."""
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None:
-        return rec, None
+        return rec, None, None
     with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
         cur = current_of(conn, rec)
     target = rec.deployment.rebuild
     dep = rec.deployment if target is None else rec.deployment.model_copy(
         update={"table": target.table, "filenodes": target.filenodes})
-    return rec, decide(dep, cur, rec.spec)
+    return rec, cur, decide(dep, cur, rec.spec)
 
 
 def act(ctx: Context, name: str, kind: str) -> tuple[str, str]:
     """Carry out what decide() asks for, re-checked now; the planned kind only says why we came."""
-    rec, d = _now(ctx, name)
-    if rec is None or d is None:
+    rec, cur, d = _now(ctx, name)
+    if rec is None or cur is None or d is None:
         return "noop", "mirror gone or without a deployment"
     now, ch, why = d
     if now is None:
         if rec.state == BLOCKED_STATE:       # changed back: what it missed meanwhile is re-read
-            return _rebuild(ctx, rec, ch, "the unsupported change was undone")
+            return _rebuild(ctx, rec, cur, ch, "the unsupported change was undone")
         return "noop", "nothing changed (any more)"
     if now != kind:
         return "noop", f"changed again since the plan ({kind} -> {now}); the next pass decides"
     if now == FOLLOW and rec.deployment and rec.deployment.rebuild is None and rec.state != BLOCKED_STATE:
         return follow(ctx, name)
     if now == IN_PLACE and rec.deployment and rec.deployment.rebuild is None and rec.state != BLOCKED_STATE:
-        return _in_place(ctx, rec, ch)
+        return _in_place(ctx, rec, cur, ch)
     if now == RECORD:
-        return _record_storage(ctx, rec)
+        return _record_storage(ctx, rec, cur)
     if now == UNSUPPORTED:
         return _block(ctx, rec, ch, why)
     if now == GONE:
         return _gone(ctx, rec, why)
-    return _rebuild(ctx, rec, ch, why)
+    return _rebuild(ctx, rec, cur, ch, why)
 
 
-def _rebuild(ctx: Context, rec: MirrorRecord, ch: Change, why: str) -> tuple[str, str]:
+def _rebuild(ctx: Context, rec: MirrorRecord, cur: Current, ch: Change, why: str) -> tuple[str, str]:
     from cdc.mirrors import rebuild
-    if rec.state == BLOCKED_STATE:
+    try:
+        rb = rebuild.start(ctx, rec.name, f"schema change: {why}", cur.table, cur.filenodes)
+    except rebuild.RebuildDeferred as exc:
+        return "noop", exc.message
+    if rec.state == BLOCKED_STATE:      # only once the rebuild that re-reads what it missed is under way
         ctx.registry.update_mirror(rec.name, state="running")
-    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
-        cur = current_of(conn, rec)
-    rb = rebuild.start(ctx, rec.name, f"schema change: {why}", cur.table, cur.filenodes)
     ctx.registry.record_event(rec.name, EVENT, f"rebuild (generation {rb.generation}): {why}; {ch.columns_text()}")
     return "done", f"rebuild started: generation {rb.generation}"
 
 
-def _in_place(ctx: Context, rec: MirrorRecord, ch: Change) -> tuple[str, str]:
+def _in_place(ctx: Context, rec: MirrorRecord, cur: Current, ch: Change) -> tuple[str, str]:
     """Types changed, but neither the job nor Pinot sees a difference: the deployment records
-    the new types, nothing is redeployed."""
+    the new types (and the storage decide() compared), nothing is redeployed."""
     assert rec.deployment is not None
-    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
-        cur = current_of(conn, rec)
     table = cur.table.model_copy(update={"partition_oids": rec.deployment.table.partition_oids})
     ctx.registry.update_mirror(rec.name, deployment=rec.deployment.model_copy(
         update={"table": table, "filenodes": cur.filenodes or rec.deployment.filenodes}))
@@ -415,10 +430,8 @@ def _in_place(ctx: Context, rec: MirrorRecord, ch: Change) -> tuple[str, str]:
     return "done", f"in place: {ch.describe()}"
 
 
-def _record_storage(ctx: Context, rec: MirrorRecord) -> tuple[str, str]:
+def _record_storage(ctx: Context, rec: MirrorRecord, cur: Current) -> tuple[str, str]:
     assert rec.deployment is not None
-    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
-        cur = current_of(conn, rec)
     ctx.registry.update_mirror(rec.name, deployment=rec.deployment.model_copy(update={"filenodes": cur.filenodes}))
     return "done", f"table storage recorded ({len(cur.filenodes)} relfilenode(s))"
 
@@ -429,19 +442,12 @@ def _block(ctx: Context, rec: MirrorRecord, ch: Change, why: str) -> tuple[str, 
     Postgres (or leaving the column out) resumes it through a rebuild."""
     if rec.state == BLOCKED_STATE:
         return "noop", "still blocked"
-    msg = (f"NOT followed: {why}; {ch.columns_text()}; the mirror keeps its last good rows and resumes once "
-           f"the column has a type cdc can mirror (ALTER TABLE ... ALTER COLUMN ... TYPE ...), or is dropped; "
-           f"or leave it out: {exclude_hint(rec, ch)}")
+    msg = (f"NOT followed: {why}; {ch.columns_text()}; the mirror keeps its last good rows and resumes "
+           f"(through a rebuild) once the table is back to a shape cdc can mirror: give the column a supported "
+           f"type (ALTER TABLE ... ALTER COLUMN ... TYPE ...) or drop it, or restore the key")
     ctx.registry.update_mirror(rec.name, state=BLOCKED_STATE)
     ctx.registry.record_event(rec.name, EVENT, msg)
     return "done", msg
-
-
-def exclude_hint(rec: MirrorRecord, ch: Change) -> str:
-    cols = ",".join(n for n, _ in ch.unmappable) or "COLUMN"
-    key = f" --key {','.join(rec.spec.key_columns)}" if rec.spec.key_columns else ""
-    return (f"cdc mirror remove {rec.name} --drop-data, then cdc mirror add {rec.spec.qualified} --source "
-            f"{rec.spec.source} --name {rec.name}{key} --exclude {cols}")
 
 
 def _gone(ctx: Context, rec: MirrorRecord, why: str) -> tuple[str, str]:
@@ -474,11 +480,15 @@ def follow(ctx: Context, name: str) -> tuple[str, str]:
     # the partitions stay as last followed (cdc.mirrors.partitions acts on the difference)
     table = cur.table.model_copy(update={"partition_oids": rec.deployment.table.partition_oids})
     dep = rec.deployment.model_copy(update={"table": table, "group_id": new_group_id(name)})
-    job, cancelled, took = redeploy(ctx, rec, dep)
     topic = names.change_topic(rec.spec.source, rec.spec.schema_name, rec.spec.table_name)
+    if dep.start_offset:      # a rebuilt generation: replay from where it began, not from the earliest
+        from cdc.clients.kafka import KafkaAdmin
+        KafkaAdmin(ctx.settings.kafka_bootstrap).commit(dep.group_id, topic, dep.start_offset)
+    job, cancelled, took = redeploy(ctx, rec, dep)
     detail = (f"job(s) {', '.join(cancelled) or 'none alive'} cancelled, then job {job} submitted "
               f"({took:.1f}s) reading {topic} "
-              f"from its earliest offset with new consumer group {dep.group_id}; {pinot}")
+              f"from offset {dep.start_offset} (where this generation began) with new consumer group {dep.group_id}; "
+              f"{pinot}")
     ctx.registry.record_event(name, EVENT, f"followed: {ch.describe()}; {ch.columns_text()}; {detail}")
     return "done", detail
 

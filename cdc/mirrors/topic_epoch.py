@@ -107,7 +107,7 @@ def rebase(ctx: Context, name: str) -> tuple[str, str]:
     kafka.ensure_topic(topic, CHANGE_TOPIC_PARTITIONS, render.TOPIC_CONFIG)
     old = rec.deployment
     dep = old.model_copy(update={"seq_epoch": old.seq_epoch + 1, "change_topic_id": now[0],
-                                 "group_id": new_group_id(name)})
+                                 "group_id": new_group_id(name), "start_offset": 0})
     job, cancelled, _took = redeploy(ctx, rec, dep)
     detail = (f"change topic {topic} was recreated (id {old.change_topic_id} -> {now[0]}): job(s) "
               f"{', '.join(cancelled) or 'none alive'} cancelled, job {job} reads it from its first offset "

@@ -9,7 +9,9 @@ joined the publication, so only the load can carry it: `cdc mirror verify` must 
 
 The second test runs the same scenario without the wait (open transactions patched away) and
 commits the transaction after the load has read the table: its three changes are lost, and
-verify must say so. It shows that the first test can fail.
+verify must say so. It shows that the first test can fail. It runs without the other writes:
+with them, pgoutput's relation cache (filled "published" by a transaction that committed after
+the table joined) happens to publish T1's early changes too, and the broken variant passes.
 """
 
 from __future__ import annotations
@@ -77,9 +79,11 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str) -> tuple[service.MirrorRecord, list[str]]:
+def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str,
+              writes: bool = True) -> tuple[service.MirrorRecord, list[str]]:
     """Open T1 (insert + update + delete), add the mirror in a thread, commit T1 once a message
-    containing `commit_when` appears, keep writing; returns the mirror and the add's messages."""
+    containing `commit_when` appears, keep writing (`writes`); returns the mirror and the add's
+    messages."""
     t = sql.Identifier("public", name)
     said: list[str] = []
     t1 = psycopg.connect(pg_dsn)                     # not autocommit: one open transaction
@@ -95,7 +99,8 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the test
             result["error"] = exc
     adder = threading.Thread(target=add, daemon=True)
-    writer.start()
+    if writes:
+        writer.start()
     adder.start()
     try:
         try:
@@ -111,10 +116,11 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str)
         time.sleep(3)                                 # writes go on after the load too
     finally:
         writer.stop.set()
-        writer.join(10)
+        if writes:
+            writer.join(10)
         t1.close()
     assert writer.error is None, writer.error
-    assert writer.done > RATE, f"only {writer.done} writer transactions"
+    assert writer.done > RATE or not writes, f"only {writer.done} writer transactions"
     print("\n".join(said))
     return result["rec"], said
 
@@ -135,11 +141,12 @@ def connector(request: pytest.FixtureRequest, ctx: service.Context, pg: psycopg.
     pg.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("public", name)))
 
 
-@pytest.mark.parametrize("connector", ["existing", "new"], indirect=True)
+@pytest.mark.parametrize(("connector", "writes"), [("existing", True), ("existing", False), ("new", True)],
+                         indirect=["connector"])
 def test_copy_load_is_exact_under_writes_and_an_open_transaction(ctx: service.Context, table: str,
-                                                                 connector: str) -> None:
+                                                                 connector: str, writes: bool) -> None:
     dsn = ctx.settings.local_postgres_dsn
-    rec, said = _scenario(ctx, dsn, table, commit_when="transaction(s) open since")
+    rec, said = _scenario(ctx, dsn, table, commit_when="transaction(s) open since", writes=writes)
     try:
         assert said.index("test: T1 committed") < next(i for i, m in enumerate(said) if m.startswith("load: public."))
         assert any(m.startswith("postgres: waiting for") for m in said)
@@ -157,9 +164,13 @@ def test_copy_load_is_exact_under_writes_and_an_open_transaction(ctx: service.Co
 @pytest.mark.parametrize("connector", ["existing"], indirect=True)
 def test_without_the_wait_the_open_transaction_is_lost(ctx: service.Context, table: str, connector: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The broken variant: no wait for transactions open when the table joined the publication."""
+    """The broken variant: no wait for transactions open when the table joined the publication.
+    Without other writes: once any transaction that commits after the ALTER PUBLICATION has
+    touched the table, pgoutput's relation cache says "published" and T1's earlier changes are
+    sent after all (seen in this test with the writer on); the wait makes both cases exact."""
     monkeypatch.setattr(open_xacts, "open_now", lambda conn: [])
-    rec, said = _scenario(ctx, ctx.settings.local_postgres_dsn, table, commit_when=f"load public_{table}: done")
+    rec, said = _scenario(ctx, ctx.settings.local_postgres_dsn, table, commit_when=f"load public_{table}: done",
+                          writes=False)
     try:
         report = verify_mirror(ctx, rec.name, settle_timeout=15)
         print(format_report(report))

@@ -202,7 +202,7 @@ def test_unsupported_type_blocks_the_mirror_until_fixed(ctx: service.Context, pg
         m = ctx.registry.get_mirror(name)
         assert m is not None and m.state == "schema_blocked"
         change = service.mirror_status(ctx, name)["schema"]["last_change"]
-        assert change["followed"] is False and "v:" in change["reason"] and "--exclude v" in change["reason"]
+        assert change["followed"] is False and "v:" in change["reason"] and "ALTER COLUMN" in change["reason"]
         assert len(service.read_mirror(ctx, name)[0]) == 50                 # its last good rows answer
         pg.execute(f"ALTER TABLE public.{t} ALTER COLUMN v TYPE text")      # the fix
         assert [a.kind for a in rec.run_once() if a.mirror == name] == [reconcile.REBUILD]

@@ -133,7 +133,10 @@ VC10 = col("v", "character varying(10)", 2, "varchar")
 DECIDE_CASES = [
     ("same", DEP, Current(DEPLOYED, filenodes={"10": 100}), None),
     ("TRUNCATE: new storage -> rebuild", DEP, Current(DEPLOYED, filenodes={"10": 101}), "rebuild"),
-    ("storage of a new partition is not a rewrite", DEP, Current(DEPLOYED, filenodes={"10": 100, "11": 5}), None),
+    ("storage of a new partition: recorded, not a rewrite", DEP,
+     Current(DEPLOYED, filenodes={"10": 100, "11": 5}), "record_storage"),
+    ("storage never recorded + type change: no rewrite can be ruled out -> rebuild",
+     Deployment(table=table(BASE[0], VC10), group_id="g"), Current(DEPLOYED, filenodes={"10": 100}), "rebuild"),
     ("storage never recorded -> record", DEP.model_copy(update={"filenodes": None}),
      Current(DEPLOYED, filenodes={"10": 100}), "record_storage"),
     ("nullable add -> follow", DEP, Current(table(*BASE, col("n", "text", 3)), filenodes={"10": 100}), "follow"),

@@ -40,3 +40,28 @@ def test_snapshot_series_per_mirror(tmp_path: Any) -> None:
     broken = metrics.render_metrics(ctx, wal_reader=lambda c, s: None, snapshot_reader=lambda c, ms: 1 / 0)
     assert "cdc_mirror_snapshot_state" not in broken and "cdc_mirror_state" in broken
     reg.close()
+
+
+def test_load_series_replace_an_unused_snapshot(tmp_path: Any) -> None:
+    """A mirror whose rows the copy load read (cdc.mirrors.load_progress) has load series, and
+    Debezium's "nothing reported" snapshot is not exported for it."""
+    import time
+
+    from cdc.mirrors import load_progress
+    reg = Registry(tmp_path / "r.db")
+    reg.add_source(Source(name="s1", dsn="postgresql://u@h/db"))
+    reg.add_mirror(MirrorSpec(name="m1", source="s1", schema_name="s", table_name="t"), state="creating")
+    load_progress.write(tmp_path / "r.db", load_progress.LoadProgress(
+        mirror="m1", state="loading", rows=400, estimate=1000, started_at=time.time(), updated_at=time.time() + 40))
+    ctx = SimpleNamespace(registry=reg, settings=SimpleNamespace(pinot_mode="none", wal_retained_warn_bytes=1,
+                                                                 registry_file=tmp_path / "r.db"),
+                          connect=Down(), jobmanager=Down(), broker=None, controller=None)
+    snaps = {"m1": Progress(table="s.t", state="unknown")}
+    text = metrics.render_metrics(ctx, wal_reader=lambda c, s: None, snapshot_reader=lambda c, ms: snaps)
+    assert 'cdc_mirror_load_state{mirror="m1",source="s1",state="loading"} 1' in text
+    assert 'cdc_mirror_load_rows{mirror="m1",source="s1"} 400' in text
+    assert 'cdc_mirror_load_rows_estimate{mirror="m1",source="s1"} 1000' in text
+    assert 'cdc_mirror_load_rows_per_second{mirror="m1",source="s1"} 10' in text
+    assert 'cdc_mirror_load_eta_seconds{mirror="m1",source="s1"}' in text
+    assert "cdc_mirror_snapshot_state" not in text
+    reg.close()
