@@ -1,0 +1,56 @@
+"""cdc.mirrors.rebuild: generation numbering, the deployment a switch installs, names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdc.core import names
+from cdc.core.models import Column, MirrorSpec, Source, TableInfo
+from cdc.mirrors import rebuild
+from cdc.mirrors.registry import Deployment, Rebuild, Registry
+
+T = TableInfo(schema_name="public", table_name="t", primary_key=["id"],
+              columns=[Column(name="id", type_name="bigint", base_type="int8", position=1, nullable=False)])
+
+
+class Ctx:
+    def __init__(self, reg: Registry) -> None:
+        self.registry = reg
+
+
+def _registry(tmp_path: Any, *mirrors: str) -> Registry:
+    r = Registry(tmp_path / "r.db")
+    r.add_source(Source(name="s1", dsn="postgresql://u@h/db"))
+    for m in mirrors:
+        r.add_mirror(MirrorSpec(name=m, source="s1", schema_name="public", table_name=m), state="running")
+    return r
+
+
+def test_next_generation_is_above_the_one_in_flight_and_skips_other_mirrors_names(tmp_path: Any) -> None:
+    r = _registry(tmp_path, "orders", "orders_g3")
+    dep = Deployment(table=T, group_id="g", generation=1)
+    r.update_mirror("orders", deployment=dep)
+    assert rebuild._next_generation(Ctx(r), r.get_mirror("orders")) == 2            # type: ignore[arg-type]
+    rb = Rebuild(generation=2, table=T, group_id="g2", start_offset=10)
+    r.update_mirror("orders", deployment=dep.model_copy(update={"rebuild": rb}))
+    # 3 would be named like the mirror "orders_g3": skipped; never 2 again (it is being torn down)
+    assert rebuild._next_generation(Ctx(r), r.get_mirror("orders")) == 4            # type: ignore[arg-type]
+    r.close()
+
+
+def test_switch_installs_the_rebuilt_generation() -> None:
+    dep = Deployment(table=T, group_id="g0", generation=0, seq_epoch=2, change_topic_id="abc", deployed_at=1.0,
+                     filenodes={"1": 5})
+    rb = Rebuild(generation=1, table=T, group_id="g1", start_offset=77, filenodes={"1": 9}, started_at=50.0)
+    new = rebuild.deployment_of(dep.model_copy(update={"rebuild": rb}), rb, 60.0)
+    assert (new.generation, new.group_id, new.start_offset, new.filenodes, new.rebuild) == (1, "g1", 77, {"1": 9}, None)
+    assert (new.seq_epoch, new.change_topic_id) == (2, "abc")       # same change topic incarnation
+    assert new.deployed_at == 60.0          # restore points of the old generation's job never count
+
+
+def test_generation_names_cannot_meet_another_mirror() -> None:
+    assert names.flat_topic("m") == "cdc.flat.m" and names.flat_topic("m", 2) == "cdc.flat.m.g2"
+    assert names.flink_pipeline("m", 2) == "cdc-mirror-m-g2"
+    assert names.is_pipeline_of("cdc-mirror-m-g2", "m") and names.is_pipeline_of("cdc-mirror-m", "m")
+    assert not names.is_pipeline_of("cdc-mirror-m_g2", "m") and not names.is_pipeline_of("cdc-mirror-mm", "m")
+    assert names.pinot_physical_table("m") == "m" and names.pinot_physical_table("m", 3) == "m_g3"
