@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import faulthandler
 import json
+import signal
 import sys
 import time
 import traceback
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verify-max", type=int, default=10_000_000, help="verify copy-loaded mirrors up to this size")
     ap.add_argument("--keep-up", action="store_true", help="leave the stack running at the end")
     args = ap.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)           # kill -USR1 <pid>: every thread's stack on stderr
     settings = Settings()
     b = Bench(settings, quick=False)
     out: dict[str, Any] = b.out

@@ -99,13 +99,15 @@ class Writer(threading.Thread):
     def __init__(self, dsn: str, schema: str, table: str, rows: int, rate: float = 200.0, seed: int = 11) -> None:
         super().__init__(daemon=True)
         self.dsn, self.t, self.rows, self.rate = dsn, sql.Identifier(schema, table), rows, rate
-        self.rng, self.next_id = random.Random(seed), rows + 1_000_000
+        self.rng, self.next_id = random.Random(seed), 0
         self.stop, self.done, self.error = threading.Event(), 0, None
         self.elapsed = 0.0
 
     def run(self) -> None:
         try:
             with catalog.connect(self.dsn) as conn:
+                self.next_id = int(conn.execute(sql.SQL("SELECT COALESCE(max(id), 0) FROM {}").format(self.t))
+                                   .fetchone()[0]) + 1_000_000
                 t0 = time.monotonic()
                 while not self.stop.is_set():
                     op, k = self.rng.random(), self.rng.randint(1, self.rows)

@@ -229,7 +229,8 @@ def load(ctx: Context, src: Source, spec: MirrorSpec, table: TableInfo, start: S
                                       s.load_wait_timeout_s)
             p.waiting_for, p.estimate = 0, _estimate(ctx, src, table)
             pages = copy_load.heap_pages(conn, table.schema_name, table.table_name)
-        ranges = copy_load.page_ranges(pages, s.load_chunk_pages, s.load_workers)
+            tid_ranges = conn.info.server_version >= 140000       # TID range scans: Postgres 14+
+        ranges = copy_load.page_ranges(pages, s.load_chunk_pages, s.load_workers) if tid_ranges else [(0, None)]
         query = flat_sql.select(spec, table, seq=start.seq, source_ts_ms=int(time.time() * 1000))
         keys = render.key_columns(spec, table)
         key_fields = [m.name for k in keys for m in map_table(table) if m.column == k]

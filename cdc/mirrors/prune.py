@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
@@ -52,7 +52,7 @@ from cdc.core.errors import CdcError
 from cdc.core.models import Source, TableInfo
 from cdc.mapping import canonical, render
 from cdc.mapping.typemap import TS_NEG_INFINITY, TS_POS_INFINITY, TypeMapping, map_table
-from cdc.mirrors import load_progress, snapshot
+from cdc.mirrors import initial_load, snapshot
 from cdc.mirrors import state as mirror_state
 from cdc.mirrors.context import Context
 from cdc.mirrors.registry import MirrorRecord
@@ -125,10 +125,8 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
     group = rec.deployment.group_id if rec.deployment is not None else names.flink_group(spec.name)
     epoch = int(getattr(rec.deployment, "seq_epoch", 0) or 0)       # the change topic's incarnation now
     flat = names.flat_topic(spec.name, rec.generation)
-    load = load_progress.read(ctx.settings.registry_file, rec.name, rec.created_at) if not rec.generation else None
-    load_seq = load.seq if load is not None and load.state == "done" else None
-    latest, loaded_raw = _mirror_state(ctx.settings.kafka_bootstrap, flat, keys, maps, end, epoch, catch_up_timeout,
-                                       lambda: _committed(ctx.settings.kafka_bootstrap, group, ctopic), load_seq)
+    latest = _mirror_state(ctx.settings.kafka_bootstrap, flat, keys, maps, end, epoch, catch_up_timeout,
+                           lambda: _committed(ctx.settings.kafka_bootstrap, group, ctopic))
     present = {k: seq for k, (seq, deleted) in latest.items() if not deleted}
     in_pg = _pg_keys(dsn, table, keys, maps)
     extra = {k: seq for k, seq in present.items() if k not in in_pg}
@@ -139,12 +137,13 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
             raise CdcError(f"{spec.name}: {len(older)} key(s) to remove (e.g. {older[0]}) were last changed in an "
                            "earlier incarnation of the change topic, whose events are gone",
                            hint=f"cdc mirror remove {spec.name} --drop-data, then add it again")
-        loaded = [loaded_raw[k] for k, seq in extra.items() if seq == load_seq]     # no change event: the copy load's
+        boot = ctx.settings.kafka_bootstrap
+        records = _change_records(boot, ctopic, sorted({seq & SEQ_OFFSET for seq in extra.values()}))
+        # a winning record whose __seq names the copy load's marker has no change event of its own
+        loaded = {k: seq for k, seq in extra.items() if initial_load.is_marker(records[seq & SEQ_OFFSET][1])}
         if loaded:
-            _delete_loaded(ctx.settings.kafka_bootstrap, spec, table, ctopic, flat, epoch, loaded)
-        streamed = sorted(seq & SEQ_OFFSET for seq in extra.values() if seq != load_seq)
-        if streamed:
-            _append_deletes(ctx.settings.kafka_bootstrap, ctopic, streamed)
+            _delete_loaded(boot, spec, table, ctopic, flat, epoch, list(_raw_keys(boot, flat, keys, maps, loaded).values()))
+        _append_deletes(boot, ctopic, {off: r for off, r in records.items() if not initial_load.is_marker(r[1])})
     return len(extra)
 
 
@@ -162,17 +161,14 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
 
 
 def _mirror_state(bootstrap: str, flat: str, keys: list[str], maps: dict[str, TypeMapping], end: int, epoch: int,
-                  timeout: float, committed: Callable[[], int], load_seq: int | None = None
-                  ) -> tuple[dict[Key, tuple[int, bool]], dict[Key, dict[str, Any]]]:
+                  timeout: float, committed: Callable[[], int]) -> dict[Key, tuple[int, bool]]:
     """Canonical key -> (__seq, deleted) of its winning flat record, once the Flink job has
     caught up with the change topic's `end`: the flat topic holds the record of offset end - 1,
-    or the job's committed offset reached `end`. Also: canonical key -> the key fields as the
-    flat record holds them, for records of the copy load (__seq == load_seq)."""
+    or the job's committed offset reached `end`."""
     deadline = time.monotonic() + timeout
     while True:
         done = end == 0 or committed() >= end
         latest: dict[Key, tuple[int, bool]] = {}
-        loaded: dict[Key, dict[str, Any]] = {}
         top = -1
         for _, _, r in mirror_state.flat_records(bootstrap, flat):
             seq = int(r["__seq"])
@@ -181,10 +177,8 @@ def _mirror_state(bootstrap: str, flat: str, keys: list[str], maps: dict[str, Ty
             k = tuple(canonical.flat_value(r.get(maps[c].name), maps[c]) for c in keys)
             if k not in latest or seq >= latest[k][0]:      # Pinot: highest __seq, ties to the later one
                 latest[k] = (seq, bool(r.get("__deleted")))
-                if seq == load_seq:
-                    loaded[k] = {maps[c].name: r.get(maps[c].name) for c in keys}
         if done or top >= end - 1:
-            return latest, loaded
+            return latest
         if time.monotonic() > deadline:
             raise CdcError(f"flat topic {flat} did not catch up with its change topic within {timeout:.0f}s "
                            f"(highest __seq {top}, change topic ends at {end})",
@@ -233,6 +227,17 @@ def as_delete(value: dict[str, Any], now_ms: int) -> dict[str, Any]:
             "transaction": None}
 
 
+def _raw_keys(bootstrap: str, flat: str, keys: list[str], maps: dict[str, TypeMapping],
+              want: dict[Key, int]) -> dict[Key, dict[str, Any]]:
+    """The key fields, as the flat record holds them, of the record with __seq want[k] of each key."""
+    out: dict[Key, dict[str, Any]] = {}
+    for _, _, r in mirror_state.flat_records(bootstrap, flat):
+        k = tuple(canonical.flat_value(r.get(maps[c].name), maps[c]) for c in keys)
+        if want.get(k) == int(r["__seq"]):
+            out[k] = {maps[c].name: r.get(maps[c].name) for c in keys}
+    return out
+
+
 def _delete_loaded(bootstrap: str, spec: Any, table: TableInfo, ctopic: str, flat: str, epoch: int,
                    key_rows: list[dict[str, Any]]) -> None:
     """Deletes of keys whose winning record the copy load wrote (cdc.mirrors.initial_load): no
@@ -245,7 +250,6 @@ def _delete_loaded(bootstrap: str, spec: Any, table: TableInfo, ctopic: str, fla
     from confluent_kafka import Producer
 
     from cdc.mapping import flat_sql, rules
-    from cdc.mirrors import initial_load
     start = initial_load.mark(bootstrap, spec, ctopic, epoch)
     kept = set(rules.kept_columns(spec.rules, table, render.key_columns(spec, table)))
     columns = [m.name for m in map_table(table) if m.column in kept]
@@ -263,9 +267,11 @@ def _delete_loaded(bootstrap: str, spec: Any, table: TableInfo, ctopic: str, fla
         raise CdcError(f"could not append deletes to {flat}: {errors[:3] or 'flush timed out'}")
 
 
-def _append_deletes(bootstrap: str, topic: str, offsets: Iterable[int]) -> None:
+def _append_deletes(bootstrap: str, topic: str, records: dict[int, tuple[bytes | None, dict[str, Any]]]) -> None:
+    """Each change event (offset -> (key, value) of the change topic) turned into its delete."""
     from confluent_kafka import Producer
-    records = _change_records(bootstrap, topic, list(offsets))
+    if not records:
+        return
     errors: list[str] = []
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "log_level": 0})
     now_ms = int(time.time() * 1000)
