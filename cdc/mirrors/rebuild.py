@@ -43,7 +43,7 @@ from typing import Any
 
 from cdc.core import names
 from cdc.core.errors import CdcError, ConflictError, first_line
-from cdc.core.models import TableInfo
+from cdc.core.models import MirrorSpec, TableInfo
 from cdc.mapping import dbz_names, render
 from cdc.mirrors import snapshot
 from cdc.mirrors.context import Context, pinot_enabled
@@ -80,8 +80,10 @@ def _next_generation(ctx: Context, rec: MirrorRecord) -> int:
     return gen
 
 
-def _pinot_spec(rec: MirrorRecord, gen: int) -> Any:
-    return rec.spec.model_copy(update={"name": names.pinot_physical_table(rec.name, gen)})
+def pinot_spec(spec: MirrorSpec, generation: int) -> MirrorSpec:
+    """The spec the Pinot schema and table config of a generation are rendered from: named
+    like its physical table (names.pinot_physical_table)."""
+    return spec.model_copy(update={"name": names.pinot_physical_table(spec.name, generation)})
 
 
 def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dict[str, int] | None,
@@ -116,7 +118,7 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     progress(f"rebuild {name}: generation {gen} ({reason}); flat topic {topic}")
     kafka.ensure_topic(topic, ctx.settings.flat_topic_partitions, render.TOPIC_CONFIG)
     if pinot_enabled(ctx)[0]:
-        spec = _pinot_spec(rec, gen)
+        spec = pinot_spec(rec.spec, gen)
         ctx.controller.add_schema(render.render_pinot_schema(spec, table), override=True)
         ctx.controller.add_table(render.render_pinot_table(spec, table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                                            flat_topic=topic))
@@ -336,7 +338,7 @@ def check_logical(ctx: Context, rec: MirrorRecord, rb: Rebuild, logical: dict[st
     against the new generation's table config and the schemas it needs. Refused -> CdcError
     (the switch does not happen; the reconciler retries with backoff)."""
     from cdc.clients import pinot_engine
-    spec = _pinot_spec(rec, rb.generation)
+    spec = pinot_spec(rec.spec, rb.generation)
     table = render.render_pinot_table(spec, rb.table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                       flat_topic=names.flat_topic(rec.name, rb.generation))
     schemas = [render.render_pinot_schema(rec.spec, rb.table), render.render_pinot_schema(spec, rb.table)]

@@ -416,8 +416,9 @@ def _do_pinot(ctx: service.Context, a: Action) -> tuple[str, str]:
     with catalog.connect(service.source_dsn(ctx, src)) as conn:
         info = catalog.introspect(conn, spec.schema_name, spec.table_name)
     ctx.controller.add_schema(render.render_pinot_schema(spec, info), override=True)
+    from cdc.mirrors.rebuild import pinot_spec
     physical, topic = names.pinot_physical_table(spec.name, rec.generation), names.flat_topic(spec.name, rec.generation)
-    spec = spec.model_copy(update={"name": physical})
+    spec = pinot_spec(spec, rec.generation)
     if rec.generation:
         ctx.controller.add_schema(render.render_pinot_schema(spec, info), override=True)
     if ctx.controller.get_table(physical) is not None:

@@ -354,13 +354,13 @@ def redeploy(ctx: Context, rec: MirrorRecord, dep: Deployment) -> tuple[str, lis
 def _pinot_add_columns(ctx: Context, rec: MirrorRecord, table: TableInfo) -> str:
     """On a real Pinot: the schema gains the column (a backward-compatible update), then a
     reload gives existing segments its default (NULL). In-process reads render the schema from
-    deployment, so there is nothing to push. A rebuilt mirror's table is <m>_g<N> (its own
+    the deployment, so there is nothing to push. A rebuilt mirror's table is <m>_g<N> (its own
     schema), behind the logical table <m> (whose schema follows too)."""
     if not pinot_enabled(ctx)[0]:
         return "Pinot read in-process (schema follows the deployment)"
+    from cdc.mirrors.rebuild import pinot_spec
     physical = names.pinot_physical_table(rec.name, rec.generation)
-    ctx.controller.add_schema(render.render_pinot_schema(rec.spec.model_copy(update={"name": physical}), table),
-                              override=True)
+    ctx.controller.add_schema(render.render_pinot_schema(pinot_spec(rec.spec, rec.generation), table), override=True)
     if physical != rec.name:
         ctx.controller.add_schema(render.render_pinot_schema(rec.spec, table), override=True)
     ctx.controller.reload_table(physical)

@@ -9,6 +9,7 @@ import psycopg
 
 from cdc.core import names
 from cdc.core.errors import CdcError, ConfigError, RemoteError, first_line
+from cdc.core.models import TableInfo
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors import dead_letters, load_progress, snapshot
 from cdc.mirrors.lifecycle import get_mirror
@@ -124,18 +125,22 @@ def answered_by(ctx: Context) -> str:
     return state.SERVER if pinot_enabled(ctx)[0] else state.engine_label()
 
 
+def _serving_table(ctx: Context, rec: MirrorRecord) -> TableInfo:
+    """The table in the shape of the generation that answers (its deployed table): during a
+    rebuild, while a schema change is blocked, or after the table was dropped, that is not
+    the catalog's shape. The catalog's for a mirror without a recorded deployment."""
+    if rec.deployment is not None:
+        return rec.deployment.table
+    with catalog.connect(source_dsn(ctx, get_source(ctx, rec.spec.source))) as conn:
+        return catalog.introspect(conn, rec.spec.schema_name, rec.spec.table_name)
+
+
 def read_mirror(ctx: Context, name: str) -> tuple[state.Rows, str]:
     """The mirror's current rows (canonical, by key) and what read them: a Pinot server
-    where one runs, else Pinot's own ingestion and upsert code in-process. Read in the shape
-    of the generation that answers (its deployed table): during a rebuild, while a schema
-    change is blocked, or after the table was dropped, that is not the catalog's shape."""
+    where one runs, else Pinot's own ingestion and upsert code in-process, read in the shape
+    of the generation that answers (_serving_table)."""
     rec = get_mirror(ctx, name)
-    spec = rec.spec
-    if rec.deployment is not None:
-        info = rec.deployment.table
-    else:
-        with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
-            info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    spec, info = rec.spec, _serving_table(ctx, rec)
     if pinot_enabled(ctx)[0]:
         return state.pinot_rows(ctx.broker.query, name, info, spec.key_columns), state.SERVER
     raw, summary = state.engine_raw_rows(ctx.settings.kafka_bootstrap, spec, info, rec.generation)
@@ -150,12 +155,7 @@ def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any
         raise ConfigError("cannot tell which mirror the query reads (no FROM <mirror>)",
                           hint='write SELECT ... FROM "<mirror name>" (see `cdc mirror list`)')
     rec = get_mirror(ctx, m.group(1))
-    spec = rec.spec
-    if rec.deployment is not None:      # the shape of the generation that answers (see read_mirror)
-        info = rec.deployment.table
-    else:
-        with catalog.connect(source_dsn(ctx, get_source(ctx, spec.source))) as conn:
-            info = catalog.introspect(conn, spec.schema_name, spec.table_name)
+    spec, info = rec.spec, _serving_table(ctx, rec)
     topic = names.flat_topic(spec.name, rec.generation)
     response = pinot_engine.default_engine().query(
         render.render_pinot_schema(spec, info),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,3 +125,56 @@ def private_database_context(settings: Settings, registry_dir: Path, db: str, so
             c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                       "WHERE database = %s AND NOT active", (db,))
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+# -- a mirror followed through changes ----------------------------------------------------------
+
+class MirrorReader(threading.Thread):
+    """Reads the mirror (service.read_mirror: Pinot's own code, in-process here) every half
+    second: the row count each read saw, the generation that answered it (None when a switch
+    happened during the read) and any read error."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.name = settings, name
+        self.stop = threading.Event()
+        self.counts: list[int] = []
+        self.generations: list[int | None] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        c = service.context(self.settings)
+        try:
+            while not self.stop.is_set():
+                try:
+                    gen = c.registry.get_mirror(self.name).generation
+                    self.counts.append(len(service.read_mirror(c, self.name)[0]))
+                    self.generations.append(gen if c.registry.get_mirror(self.name).generation == gen else None)
+                except Exception as exc:  # a read during a redeploy or switch must still work; recorded
+                    self.errors.append(str(exc).splitlines()[0][:200])
+                self.stop.wait(0.5)
+        finally:
+            c.close()
+
+
+def converge(c: service.Context, name: str, timeout: float, seen: list[dict] | None = None) -> tuple[float, list[str]]:
+    """Reconciler passes until the mirror is running with no rebuild in flight, its job
+    RUNNING, and a pass plans nothing; returns (seconds, kinds of the actions taken, rebuild
+    steps left out). `seen` gets what `mirror status` said of a rebuild in flight."""
+    from cdc.mirrors import reconcile
+    rec = reconcile.Reconciler(lambda: service.context(c.settings), c.settings, interval_s=1.0)
+    t0, kinds = time.monotonic(), []
+    try:
+        while time.monotonic() - t0 < timeout:
+            acted = rec.run_once()
+            kinds += [a.kind for a in acted if a.kind != reconcile.REBUILD_STEP]
+            if seen is not None and not seen and (rb := service.mirror_status(c, name).get("rebuild")):
+                seen.append(rb)
+            m = c.registry.get_mirror(name)
+            if m is not None and m.state == "running" and m.deployment and m.deployment.rebuild is None \
+                    and not acted and m.flink_job_id and c.jobmanager.job_state(m.flink_job_id) == "RUNNING":
+                return time.monotonic() - t0, kinds
+            time.sleep(1.0)
+    finally:
+        rec.stop(timeout=5)
+    raise AssertionError(f"reconciler did not converge in {timeout}s (did {kinds})")

@@ -22,7 +22,7 @@ import pytest
 
 from cdc.core.settings import Settings
 from cdc.mirrors import reconcile, service
-from syncing import wait_in_sync
+from syncing import MirrorReader, converge, wait_in_sync
 
 pytestmark = pytest.mark.integration
 
@@ -81,45 +81,6 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-class Reader(threading.Thread):
-    def __init__(self, settings: Settings, name: str) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.name = settings, name
-        self.stop = threading.Event()
-        self.counts: list[int] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        c = service.context(self.settings)
-        try:
-            while not self.stop.is_set():
-                try:
-                    self.counts.append(len(service.read_mirror(c, self.name)[0]))
-                except Exception as exc:  # a read during a redeploy must still work; recorded
-                    self.errors.append(str(exc).splitlines()[0][:200])
-                self.stop.wait(0.5)
-        finally:
-            c.close()
-
-
-def _converge(ctx: service.Context, name: str, timeout: float) -> tuple[float, list[str]]:
-    """Reconciler passes until one plans nothing and the job is RUNNING; (seconds, kinds done)."""
-    rec = reconcile.Reconciler(lambda: service.context(ctx.settings), ctx.settings, interval_s=1.0)
-    t0, kinds = time.monotonic(), []
-    try:
-        while time.monotonic() - t0 < timeout:
-            acted = rec.run_once()
-            kinds += [a.kind for a in acted]
-            m = ctx.registry.get_mirror(name)
-            if not acted and m is not None and m.flink_job_id \
-                    and ctx.jobmanager.job_state(m.flink_job_id) == "RUNNING":
-                return time.monotonic() - t0, kinds
-            time.sleep(1.0)
-    finally:
-        rec.stop(timeout=5)
-    raise AssertionError(f"reconciler did not converge in {timeout}s (did {kinds})")
-
-
 def test_add_column_follows_in_place_under_writes(ctx: service.Context, pg: psycopg.Connection,
                                                   settings: Settings) -> None:
     t = f"addcol_{uuid.uuid4().hex[:6]}"
@@ -131,7 +92,7 @@ def test_add_column_follows_in_place_under_writes(ctx: service.Context, pg: psyc
         wait_in_sync(ctx, name, timeout=180)
         before = pg.execute(f"SELECT count(*) FROM public.{t}").fetchone()[0]
         writer = Writer(settings.local_postgres_dsn, t, before + 1)
-        reader = Reader(ctx.settings, name)
+        reader = MirrorReader(ctx.settings, name)
         writer.start()
         reader.start()
         time.sleep(8)                                   # the old job mirrors writes for a while
@@ -141,7 +102,7 @@ def test_add_column_follows_in_place_under_writes(ctx: service.Context, pg: psyc
         # Changes only the old job sees: it ignores `note`, and its offsets move past them.
         pg.execute(f"UPDATE public.{t} SET note = 'window ' || id WHERE id <= {WINDOW}")
         time.sleep(5)                                   # events with `note` reach the old job
-        took, kinds = _converge(ctx, name, timeout=180)
+        took, kinds = converge(ctx, name, timeout=180)
         time.sleep(5)                                   # writes go on against the new job
         writer.stop.set()
         writer.join(30)
@@ -206,7 +167,7 @@ def test_unsupported_type_blocks_the_mirror_until_fixed(ctx: service.Context, pg
         assert len(service.read_mirror(ctx, name)[0]) == 50                 # its last good rows answer
         pg.execute(f"ALTER TABLE public.{t} ALTER COLUMN v TYPE text")      # the fix
         assert [a.kind for a in rec.run_once() if a.mirror == name] == [reconcile.REBUILD]
-        _converge(ctx, name, timeout=180)
+        converge(ctx, name, timeout=180)
         assert ctx.registry.get_mirror(name).state == "running"
         report = verify_mirror(ctx, name, settle_timeout=30)
         assert report.clean, format_report(report)

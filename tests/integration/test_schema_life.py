@@ -26,7 +26,7 @@ import pytest
 from cdc.core.settings import Settings
 from cdc.mirrors import reconcile, schema_change, service
 from cdc.mirrors.verify import format_report, verify_mirror
-from syncing import wait_in_sync
+from syncing import MirrorReader, converge, wait_in_sync
 
 pytestmark = pytest.mark.integration
 
@@ -74,30 +74,6 @@ class Writer(threading.Thread):
         self.next_id += 1
 
 
-class Reader(threading.Thread):
-    def __init__(self, settings: Settings, name: str) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.name = settings, name
-        self.stop = threading.Event()
-        self.counts: list[int] = []
-        self.generations: list[int | None] = []     # the generation that answered, when unambiguous
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        c = service.context(self.settings)
-        try:
-            while not self.stop.is_set():
-                try:
-                    gen = c.registry.get_mirror(self.name).generation
-                    self.counts.append(len(service.read_mirror(c, self.name)[0]))
-                    self.generations.append(gen if c.registry.get_mirror(self.name).generation == gen else None)
-                except Exception as exc:  # a read during a switch must still work; recorded
-                    self.errors.append(str(exc).splitlines()[0][:200])
-                self.stop.wait(0.5)
-        finally:
-            c.close()
-
-
 @dataclass
 class Case:
     id: str
@@ -123,28 +99,6 @@ PLANNED = {reconcile.FOLLOW_SCHEMA: schema_change.FOLLOW, reconcile.REBUILD: sch
            reconcile.SCHEMA_IN_PLACE: schema_change.IN_PLACE}
 
 
-def _converge(ctx: service.Context, name: str, timeout: float, seen: list[dict] | None = None) -> list[str]:
-    """Reconciler passes until the mirror is running with no rebuild in flight and a pass
-    plans nothing but health; returns the kinds of actions that did something. `seen` gets
-    what `mirror status` said of a rebuild in flight."""
-    rec = reconcile.Reconciler(lambda: service.context(ctx.settings), ctx.settings, interval_s=1.0)
-    t0, kinds = time.monotonic(), []
-    try:
-        while time.monotonic() - t0 < timeout:
-            acted = rec.run_once()
-            kinds += [a.kind for a in acted if a.kind != reconcile.REBUILD_STEP]
-            if seen is not None and not seen and (rb := service.mirror_status(ctx, name).get("rebuild")):
-                seen.append(rb)
-            m = ctx.registry.get_mirror(name)
-            if m is not None and m.state == "running" and m.deployment and m.deployment.rebuild is None \
-                    and not acted and m.flink_job_id and ctx.jobmanager.job_state(m.flink_job_id) == "RUNNING":
-                return kinds
-            time.sleep(1.0)
-    finally:
-        rec.stop(timeout=5)
-    raise AssertionError(f"reconciler did not converge in {timeout}s (did {kinds})")
-
-
 def _count(pg: psycopg.Connection, t: str) -> int:
     return int(pg.execute(f"SELECT count(*) FROM public.{t}").fetchone()[0])
 
@@ -165,7 +119,7 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
     try:
         wait_in_sync(ctx, name, timeout=180)
         writer = Writer(settings.local_postgres_dsn, t, 10 * ROWS)
-        reader = Reader(ctx.settings, name)
+        reader = MirrorReader(ctx.settings, name)
         writer.start()
         reader.start()
         before = ROWS           # the writer never lowers the count: every read is at least this
@@ -175,7 +129,7 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
         pend = schema_change.pending(ctx, name)            # what `cdc mirror plan` shows now
         assert pend is not None and pend["action"] == PLANNED[case.action], pend
         seen: list[dict] = []
-        kinds = _converge(ctx, name, timeout=240, seen=seen)
+        _took, kinds = converge(ctx, name, timeout=240, seen=seen)
         converged = time.monotonic() - t_ddl
         time.sleep(3)                                   # writes go on against the new generation
         writer.stop.set()
