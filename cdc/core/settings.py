@@ -54,7 +54,10 @@ class Ports(BaseSettings):
     pinot_broker_mse: int = 8421
     flink_jm_rpc: int = 6123
     flink_blob: int = 6124
-    flink_tm_rpc: int = 6122
+    # 0 = any free port (Flink's own default). A TaskManager restarted after a crash must not
+    # come back on its predecessor's address: the JobManager's Pekko still holds a quarantined
+    # association to it and the new TaskManager never registers (seen after kill -9 + restart).
+    flink_tm_rpc: int = 0
     flink_tm_data: int = 6121
     flink_metrics: str = "6130-6139"   # JM and TM metric query services take one each
     pinot_server_mse: int = 8442

@@ -81,7 +81,7 @@ def services(settings: Settings, progress) -> list[Service]:
                                                                "blob": p.flink_blob},
                 health=jm_health, prepare=prepare, endpoints={"flink_rest_url": rest}, **common),
         Service(name="flink-taskmanager", argv=specs["taskmanager"].argv, env=specs["taskmanager"].full_env(),
-                log_file=logs / "flink-taskmanager.log", ports={"rpc": p.flink_tm_rpc, "data": p.flink_tm_data},
+                log_file=logs / "flink-taskmanager.log", ports={"data": p.flink_tm_data, **({"rpc": p.flink_tm_rpc} if p.flink_tm_rpc else {})},
                 health=tm_health, depends_on=["flink-jobmanager"], **common),
         Service(name="flink-sql-gateway", argv=specs["sql-gateway"].argv, env=specs["sql-gateway"].full_env(),
                 log_file=logs / "flink-sql-gateway.log", ports={"rest": p.sql_gateway}, health=gw_health,
