@@ -154,39 +154,46 @@ def is_marker(value: dict[str, Any] | None) -> bool:
 
 
 def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, say: Say) -> None:
-    """Until the table is in the source's publication and the slot is streamed (START_REPLICATION
-    done: pg_stat_replication says catchup or streaming) by a walsender that started after
-    `since` (the source's clock before the connector change): the task with the new table
-    list reads the slot, and a new slot is consistent (its creation waits for every
-    transaction with an xid, so changes committed before its consistent point are never
-    decoded: the load must read after it)."""
+    """Until the table is in the source's publication and the slot is consistent and streamed by
+    the task with the new table list: the slot's confirmed_flush_lsn is set (a new slot gets it
+    once its creation ended, and creation waits for every transaction with an xid: changes
+    committed before its consistent point are never decoded, so the load must read after it),
+    and its walsender started after `since` (the source's clock before the connector change)
+    runs START_REPLICATION. pg_stat_activity shows a session's start and command to its own
+    role (the connector's and cdc's, one source DSN); where it hides them, the connector's task
+    RUNNING is taken instead. (pg_stat_replication.state is not used: it is NULL for roles
+    without pg_read_all_stats, the least-privilege role of "Managed Postgres" among them.)"""
     t0 = time.monotonic()
     said = 0.0
+    cname = names.connector_name(src.name)
     with catalog.connect(source_dsn(ctx, src)) as conn:
         while True:
             listed = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND "
                                   "tablename = %s", (publication_of(src), spec.schema_name, spec.table_name)).fetchone()
-            streaming = conn.execute(
-                "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid "
-                "JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = %s AND a.backend_start > %s "
-                "AND r.state IN ('catchup', 'streaming')", (names.slot_name(src.name), since)).fetchone()
-            if listed and streaming:
-                return
-            st = ctx.connect.status(names.connector_name(src.name))
+            slot = conn.execute(
+                "SELECT s.confirmed_flush_lsn IS NOT NULL, a.backend_start IS NULL, a.backend_start > %s "
+                "AND a.query LIKE 'START_REPLICATION%%' FROM pg_replication_slots s LEFT JOIN pg_stat_activity a "
+                "ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active", (since, names.slot_name(src.name))
+            ).fetchone()
+            st = ctx.connect.status(cname)
             if st is not None and st.failed:
-                raise CdcError(f"connector {st.name} failed while taking {spec.qualified}: {st.failure_summary()[:300]}",
+                raise CdcError(f"connector {cname} failed while taking {spec.qualified}: {st.failure_summary()[:300]}",
                                hint="see `cdc stack logs connect`")
+            consistent, hidden, streaming = slot or (False, False, False)
+            if listed and consistent and (streaming or (hidden and st is not None and st.running)):
+                return
             waited = time.monotonic() - t0
             if waited > ctx.settings.load_wait_timeout_s:
                 raise CdcError(f"{spec.qualified} did not join the streaming publication within {waited:.0f}s "
-                               f"(in publication: {bool(listed)}, slot streamed by the new task: {bool(streaming)})",
+                               f"(in publication: {bool(listed)}, slot consistent: {bool(consistent)}, streamed by "
+                               f"the new task: {bool(streaming)})",
                                hint="see `cdc stack logs connect`; a new replication slot waits for every open "
                                     "transaction: end them, or raise CDC_LOAD_WAIT_TIMEOUT_S")
             if waited >= 5 and waited - said >= open_xacts.SAY_EVERY_S:
                 n = len(open_xacts.open_now(conn))
                 say(f"postgres: waiting for the connector to stream {spec.qualified}"
                     + (f"; {n} transaction(s) open since the replication slot was requested (a new slot waits "
-                       "for them)" if n else ""))
+                       "for them)" if n and not consistent else ""))
                 said = waited
             time.sleep(0.25)
 

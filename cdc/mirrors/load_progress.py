@@ -109,7 +109,8 @@ def _dur(s: float | None) -> str:
 def line(p: LoadProgress) -> str:
     """One plain line: rows so far of the estimate, rate, ETA."""
     if p.state == "waiting":
-        return f"load {p.mirror}: waiting for {p.waiting_for} transaction(s) open since the table joined the publication"
+        return (f"load {p.mirror}: waiting for {p.waiting_for} transaction(s) open since the table joined the "
+                "publication")
     est = f" of ~{p.estimate:,}" if p.estimate else ""
     pct = f" ({100 * p.rows / p.estimate:.0f}%)" if p.estimate else ""
     tail = f", ETA {_dur(p.eta_s)}" if p.state == "loading" else f" in {p.elapsed_s:.1f}s"

@@ -142,7 +142,8 @@ def prune_one(ctx: Context, src: Source, rec: MirrorRecord, progress: Progress =
         # a winning record whose __seq names the copy load's marker has no change event of its own
         loaded = {k: seq for k, seq in extra.items() if initial_load.is_marker(records[seq & SEQ_OFFSET][1])}
         if loaded:
-            _delete_loaded(boot, spec, table, ctopic, flat, epoch, list(_raw_keys(boot, flat, keys, maps, loaded).values()))
+            raw = _raw_keys(boot, flat, keys, maps, loaded)
+            _delete_loaded(boot, spec, table, ctopic, flat, epoch, list(raw.values()))
         _append_deletes(boot, ctopic, {off: r for off, r in records.items() if not initial_load.is_marker(r[1])})
     return len(extra)
 

@@ -44,8 +44,8 @@ def table(pg: psycopg.Connection) -> Iterator[str]:
     pg.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, v int NOT NULL, note text, ts timestamptz)").format(t))
     # set before the open transaction: ALTER TABLE ... REPLICA IDENTITY would wait for its lock
     pg.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(t))
-    pg.execute(sql.SQL("INSERT INTO {} SELECT g, g %% 1000, 'row ' || g, now() FROM generate_series(1, %s) g").format(t),
-               (ROWS,))
+    pg.execute(sql.SQL("INSERT INTO {} SELECT g, g %% 1000, 'row ' || g, now() FROM generate_series(1, %s) g")
+               .format(t), (ROWS,))
     pg.execute(sql.SQL("ANALYZE {}").format(t))
     yield name
     pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
@@ -104,8 +104,8 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str,
     adder.start()
     try:
         try:
-            wait_for(f"the add to say {commit_when!r}", lambda: any(commit_when in m for m in said) or "error" in result,
-                     timeout=180, poll=0.05)
+            wait_for(f"the add to say {commit_when!r}",
+                     lambda: any(commit_when in m for m in said) or "error" in result, timeout=180, poll=0.05)
         except AssertionError:
             print("\n".join(said))
             raise

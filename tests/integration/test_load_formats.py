@@ -141,15 +141,17 @@ def test_copy_load_writes_what_the_job_writes_for_every_type(ctx: service.Contex
 
 KEY_DDL = ("(k_text text, k_uuid uuid, k_date date, k_ts timestamptz, k_num numeric(20,6), k_bool boolean, "
            "k_big bigint, v text, PRIMARY KEY (k_big, k_text, k_uuid, k_date, k_ts, k_num, k_bool))")
-KEY_TEXTS = ["plain", "a\x1fb\x01c", 'q"uote', "back\\slash", "ünïcødé €", "tab\there", "nl\nx", "emoji 😀", "", " "]
+KEY_TEXTS = ["plain", "a\x1fb\x01c", 'q"uote', "back\\slash", "ünïcødé €", "tab\there", "nl\nx", "emoji 😀", "",
+             " "]
 
 
 def test_key_bytes_and_partitions_match_the_job(ctx: service.Context, pg: psycopg.Connection) -> None:
     """Composite keys of every common key type, with strings JSON must escape (control
     characters: Jackson writes \\u001F where Postgres writes \\u001f)."""
     tables = [f"keys dbz {uuid.uuid4().hex[:4]}", f"keys copy {uuid.uuid4().hex[:4]}"]
-    rows = [(t, uuid.UUID(int=i * 7919), f"20{i % 30 + 10:02d}-0{i % 9 + 1}-1{i % 9}", f"2024-01-01 00:00:{i % 60:02d}.{i:06d}+00",
-             f"{i}.{i % 7:06d}" if i % 3 else "-0.000001", i % 2 == 0, i * 1_000_003 - 500, f"v{i}")
+    rows = [(t, uuid.UUID(int=i * 7919), f"20{i % 30 + 10:02d}-0{i % 9 + 1}-1{i % 9}",
+             f"2024-01-01 00:00:{i % 60:02d}.{i:06d}+00", f"{i}.{i % 7:06d}" if i % 3 else "-0.000001", i % 2 == 0,
+             i * 1_000_003 - 500, f"v{i}")
             for i, t in enumerate(KEY_TEXTS * 5)]
     for t in tables:
         pg.execute(sql.SQL("CREATE TABLE {}.{} " + KEY_DDL).format(sql.Identifier(SCHEMA), sql.Identifier(t)))
