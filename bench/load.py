@@ -9,8 +9,9 @@ source's first):
 
   copy      `add_mirror(load="copy")` -> the last loaded row acknowledged in the flat topic
             (cdc/mirrors/initial_load.py: parallel COPY readers, Postgres renders the flat
-            records); its progress timeline; then `cdc mirror verify` (up to --verify-max rows:
-            verify reads the whole mirror through Pinot's engine in-process, in memory)
+            records); its progress timeline; then `cdc mirror verify` (up to --verify-max rows;
+            Pinot's engine in-process reads the whole flat topic, rows compared in hash buckets
+            on disk), with its time and peak RSS (this process, and the engine's JVM)
   debezium  the same table by `add_mirror(load="debezium")`: Debezium's incremental snapshot,
             flat topic end offsets polled every 0.5 s until they hold the table's rows
   baseline  `COPY (SELECT * FROM t) TO STDOUT` read by psycopg, nothing rendered, nothing sent
@@ -24,6 +25,7 @@ process (bench.harness.CpuWindow). Output: a table on stdout, bench/results/load
 from __future__ import annotations
 
 import argparse
+import resource
 import datetime as dt
 import faulthandler
 import json
@@ -60,6 +62,10 @@ def _table_rows(b: Bench, table: str) -> int:
         return int(conn.execute(f"SELECT count(*) FROM {SCHEMA}.{table}").fetchone()[0])
 
 
+def _maxrss_mib(who: int) -> int:
+    return resource.getrusage(who).ru_maxrss // 1024     # Linux: KiB; peak over the process' life
+
+
 def copy_phase(b: Bench, table: str, rows: int, verify_max: int) -> dict[str, Any]:
     timeline: list[tuple[float, int]] = []
     last: list[LoadProgress] = []
@@ -86,8 +92,10 @@ def copy_phase(b: Bench, table: str, rows: int, verify_max: int) -> dict[str, An
         f"(read {p.rate:,.0f} rows/s)")
     if rows <= verify_max:
         t = time.monotonic()
-        report = verify_mirror(b.ctx, rec.name, settle_timeout=120, progress=quiet)
+        report = verify_mirror(b.ctx, rec.name, settle_timeout=120, progress=log)
         res["verify"] = {"clean": report.clean, "seconds": round(time.monotonic() - t, 1),
+                         "peak_rss_mib": {"bench (verify in-process)": _maxrss_mib(resource.RUSAGE_SELF),
+                                          "largest child (the Pinot engine JVM)": _maxrss_mib(resource.RUSAGE_CHILDREN)},
                          "source_rows": report.source_rows, "target_rows": report.target_rows,
                          "missing": report.missing, "extra": report.extra, "differing": report.differing,
                          "reader": report.target_detail}
@@ -154,7 +162,8 @@ def table(out: dict[str, Any]) -> str:
                       f"{d['rows_per_s']:,} ({d['add_to_last_row_s']}s)" if d else "-",
                       f"{r['baseline_copy']['rows_per_s']:,}", f"{r.get('ratio_copy_to_debezium', '-')}x",
                       f"{r['ratio_copy_to_baseline']}x",
-                      "clean" if v.get("clean") else ("skipped" if "skipped" in v else "NOT CLEAN")))
+                      ("clean" if v.get("clean") else "skipped" if "skipped" in v else "NOT CLEAN")
+                      + (f" ({v['seconds']}s)" if "seconds" in v else "")))
     w = [max(len(x[i]) for x in lines) for i in range(len(head))]
     return "\n".join(" | ".join(c.ljust(w[i]) for i, c in enumerate(x)) for x in lines)
 

@@ -5,6 +5,9 @@
                                       cluster's table configs and schemas
     upsert_rows(schema, table, rs) -> the rows a query of the REALTIME FULL-upsert table would
                                       see after consuming records rs, plus a summary
+    upsert_iter(schema, table, rs, summary)
+                                   -> the same rows one by one (any table size: the Python
+                                      side holds one row, the engine's segments are mmapped)
     query(schema, table, rs, sql)  -> the broker response to `sql` over those same segments
 
 The engine is the Java program in pinot_engine/, built into the artifact cache on first use
@@ -106,26 +109,34 @@ class PinotEngine:
                               dropped_keys=tuple(out[0]["dropped_keys"]))
 
     def upsert_rows(self, schema: dict[str, Any], table: dict[str, Any],
-                    records: Iterable[tuple[int, int, dict[str, Any]]], *,
+                    records: Iterable[tuple[int, int, dict[str, Any] | str]], *,
                     rows_per_segment: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Feed (partition, offset, flat record) in topic order; return (visible rows, summary).
 
         Row values are as a Pinot query returns them with null handling on: None for NULL,
         lists for multi-value columns, BIG_DECIMAL as plain text, BYTES as hex."""
-        rows: list[dict[str, Any]] = []
-        summary: dict[str, Any] | None = None
+        summary: dict[str, Any] = {}
+        rows = list(self.upsert_iter(schema, table, records, summary, rows_per_segment=rows_per_segment))
+        return rows, summary
+
+    def upsert_iter(self, schema: dict[str, Any], table: dict[str, Any],
+                    records: Iterable[tuple[int, int, dict[str, Any] | str]], summary: dict[str, Any], *,
+                    rows_per_segment: int | None = None) -> Iterator[dict[str, Any]]:
+        """upsert_rows one row at a time; `summary` is filled once the rows are exhausted. A
+        record's value may be the message text as read from Kafka (passed on unparsed)."""
+        got = False
         with _table_files(schema, table) as files:
             for out in self._run(["upsert", *files, *_segment_args(rows_per_segment)], _record_lines(records)):
                 if "row" in out:
-                    rows.append(out["row"])
-                else:
-                    summary = out.get("summary")
-        if summary is None:
+                    yield out["row"]
+                elif "summary" in out:
+                    summary.update(out["summary"])
+                    got = True
+        if not got:
             raise PinotEngineError("the Pinot engine ended without a summary line")
-        return rows, summary
 
     def query(self, schema: dict[str, Any], table: dict[str, Any],
-              records: Iterable[tuple[int, int, dict[str, Any]]], sql: str, *,
+              records: Iterable[tuple[int, int, dict[str, Any] | str]], sql: str, *,
               rows_per_segment: int | None = None) -> dict[str, Any]:
         """Consume `records` as upsert_rows does, then answer `sql` with Pinot's single-stage
         query engine (server plan + broker reduce); returns the broker's JSON response.
@@ -192,8 +203,13 @@ def _segment_args(rows_per_segment: int | None) -> list[str]:
     return ["--rows-per-segment", str(rows_per_segment)] if rows_per_segment else []
 
 
-def _record_lines(records: Iterable[tuple[int, int, dict[str, Any]]]) -> Iterator[str]:
-    return (json.dumps({"partition": p, "offset": o, "value": v}) for p, o, v in records)
+def _record_lines(records: Iterable[tuple[int, int, dict[str, Any] | str]]) -> Iterator[str]:
+    """One JSON line per record; a value given as text (a Kafka message's JSON) goes in as is."""
+    for p, o, v in records:
+        if isinstance(v, str) and "\n" not in v and "\r" not in v:
+            yield f'{{"partition": {int(p)}, "offset": {int(o)}, "value": {v}}}'
+        else:
+            yield json.dumps({"partition": p, "offset": o, "value": v})
 
 
 def _feed(stdin: IO[str], lines: Iterator[str], failure: list[BaseException]) -> None:
@@ -208,6 +224,12 @@ def _feed(stdin: IO[str], lines: Iterator[str], failure: list[BaseException]) ->
             stdin.close()
         except OSError:
             pass
+
+
+def heap_for(records: int) -> str:
+    """JVM heap for consuming `records` messages: Pinot keeps each key's upsert metadata on
+    the heap (about 200 bytes a key with hashFunction NONE); segments themselves are mmapped."""
+    return f"{max(1024, min(16384, 768 + records * 200 // (1 << 20)))}m"
 
 
 _default: PinotEngine | None = None

@@ -58,9 +58,11 @@ def postgres_rows(conn: psycopg.Connection, table: TableInfo, key: list[str] | N
     return out
 
 
-def flat_records(bootstrap: str, topic: str, timeout: float = 120.0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+def flat_records(bootstrap: str, topic: str, timeout: float = 120.0, *, raw: bool = False
+                 ) -> Iterator[tuple[int, int, Any]]:
     """(partition, offset, record) of the flat topic up to the end offsets seen at the start,
-    in offset order per partition: the input a Pinot server consumes."""
+    in offset order per partition: the input a Pinot server consumes. raw: the record as the
+    message's text (unparsed). `timeout` bounds a stall (no message), not the whole read."""
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdc-reader-{time.monotonic_ns()}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
@@ -73,15 +75,31 @@ def flat_records(bootstrap: str, topic: str, timeout: float = 120.0) -> Iterator
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             for msg in c.consume(1000, 1.0):
+                deadline = time.monotonic() + timeout
                 p = msg.partition()
                 if msg.error() is not None or p not in todo or msg.offset() >= ends[p]:
                     continue
                 if msg.offset() + 1 >= ends[p]:
                     todo.discard(p)
                 if msg.value() is not None:
-                    yield p, msg.offset(), json.loads(msg.value())
+                    yield p, msg.offset(), msg.value().decode() if raw else json.loads(msg.value())
         if todo:
-            raise TimeoutError(f"could not read {topic} to its end within {timeout}s")
+            raise TimeoutError(f"reading {topic} to its end stalled for {timeout:.0f}s")
+    finally:
+        c.close()
+
+
+def flat_record_count(bootstrap: str, topic: str) -> int:
+    """Messages in the topic now (end - start offsets, over its partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cdc-reader-count", "log_level": 0})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        total = 0
+        for p in (md.topics[topic].partitions if topic in md.topics else {}):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += max(0, hi - lo)
+        return total
     finally:
         c.close()
 
@@ -100,11 +118,30 @@ def engine_raw_rows(bootstrap: str, spec: MirrorSpec, table: TableInfo, generati
     """The rows (Pinot column names, values as a Pinot query returns them) and the engine's
     summary, from Pinot's own code consuming the flat topic of the mirror's generation (the
     in-process counterpart of querying its logical table: the registry names the generation)."""
-    from cdc.clients import pinot_engine
+    summary: dict[str, Any] = {}
+    rows = list(engine_row_iter(bootstrap, spec, table, summary, generation))
+    return rows, summary
+
+
+def engine_row_iter(bootstrap: str, spec: MirrorSpec, table: TableInfo, summary: dict[str, Any],
+                    generation: int = 0) -> Iterator[dict[str, Any]]:
+    """engine_raw_rows one row at a time, for a mirror of any size: the topic's messages go to
+    the engine unparsed, its heap is sized for the topic; `summary` is filled at the end."""
     topic = names.flat_topic(spec.name, generation)
     schema = render.render_pinot_schema(spec, table)
     table_config = render.render_pinot_table(spec, table, kafka_bootstrap=bootstrap, flat_topic=topic)
-    return pinot_engine.upsert_rows(schema, table_config, flat_records(bootstrap, topic))
+    engine, records = engine_input(bootstrap, topic)
+    return engine.upsert_iter(schema, table_config, records, summary)
+
+
+def engine_input(bootstrap: str, topic: str) -> tuple[Any, Iterator[tuple[int, int, Any]]]:
+    """A Pinot engine with a heap sized for the topic, and the topic's messages (unparsed)."""
+    from cdc.clients import pinot_engine
+    engine = pinot_engine.default_engine()
+    heap = pinot_engine.heap_for(flat_record_count(bootstrap, topic))
+    if heap != engine.heap:
+        engine = pinot_engine.PinotEngine(heap=heap)
+    return engine, flat_records(bootstrap, topic, raw=True)
 
 
 def canonical_rows(raw: list[dict[str, Any]], table: TableInfo, key: list[str] | None) -> Rows:

@@ -148,7 +148,6 @@ def read_mirror(ctx: Context, name: str) -> tuple[state.Rows, str]:
 
 
 def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any]]]:
-    from cdc.clients import pinot_engine
     from cdc.mapping import render
     m = re.search(r'\bFROM\s+"?([A-Za-z0-9_]+)"?', sql_text, re.IGNORECASE)
     if m is None:
@@ -157,10 +156,11 @@ def _engine_query(ctx: Context, sql_text: str) -> tuple[list[str], list[list[Any
     rec = get_mirror(ctx, m.group(1))
     spec, info = rec.spec, _serving_table(ctx, rec)
     topic = names.flat_topic(spec.name, rec.generation)
-    response = pinot_engine.default_engine().query(
+    engine, records = state.engine_input(ctx.settings.kafka_bootstrap, topic)
+    response = engine.query(
         render.render_pinot_schema(spec, info),
         render.render_pinot_table(spec, info, kafka_bootstrap=ctx.settings.kafka_bootstrap, flat_topic=topic),
-        state.flat_records(ctx.settings.kafka_bootstrap, topic), sql_text)
+        records, sql_text)
     if response.get("exceptions"):
         raise ConfigError(f"Pinot refused the query: {response['exceptions'][0].get('message', '')[:500]}",
                           hint="check the SQL against Pinot's dialect; table and column names as in `cdc mirror plan`")

@@ -18,8 +18,11 @@ moment really was mirrored, so the re-check cannot hide a wrong value that persi
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -42,6 +45,7 @@ Progress = Callable[[str], None]
 SAMPLES = 5
 _BATCH = 500                 # keys per re-check query
 _PINOT_LIMIT = 10_000_000
+_BUCKET_ROWS = 200_000       # rows per hash bucket of the engine comparison (both sides)
 
 
 class Sample(BaseModel):
@@ -186,47 +190,80 @@ def _pg_current(dsn: str, t: _Table, keys: list[Key]) -> dict[Key, Row]:
 
 class _EngineTarget:
     """The mirror as Pinot's own ingestion and FULL-upsert code builds it from the flat topic,
-    in-process (no server): every read replays the whole topic through the engine, so a
+    in-process (no server). Its rows stream out of the engine into hash buckets on disk (key ->
+    digest), compared bucket by bucket with Postgres' (_bucket_pass): memory stays bounded
+    whatever the table's size. Every read replays the whole topic through the engine, so a
     re-check sees everything written since the first pass."""
 
     def __init__(self, bootstrap: str, spec: MirrorSpec, t: _Table, generation: int = 0) -> None:
         self.bootstrap, self.spec, self.t, self.generation = bootstrap, spec, t, generation
-        self.state: dict[Key, tuple[str, Row | None]] = {}
+        self.buckets: _Buckets | None = None
         self.label = mirror_state.engine_label()
         self.duplicates = 0
 
-    def _read(self, want: set[Key] | frozenset[Key] = frozenset()) -> dict[Key, tuple[str, Row | None]]:
-        """key -> (digest, the row only for keys in `want`)."""
-        raw, summary = mirror_state.engine_raw_rows(self.bootstrap, self.spec, self.t.info, self.generation)
-        self.label = mirror_state.engine_label(summary)
-        out: dict[Key, tuple[str, Row | None]] = {}
-        for r in raw:
+    def _stream(self, want: set[Key] | frozenset[Key] = frozenset()) -> Iterator[tuple[Key, str, Row | None]]:
+        """(key, digest, the row only for keys in `want`) of every row the engine holds."""
+        summary: dict[str, Any] = {}
+        for r in mirror_state.engine_row_iter(self.bootstrap, self.spec, self.t.info, summary, self.generation):
             row = self.t.from_flat(r)
             k = self.t.key(row)
-            out[k] = (self.t.digest(row), row if k in want else None)
-        self.duplicates = len(raw) - len(out)    # two visible rows of one key: an upsert failure
-        return out
+            yield k, self.t.digest(row), (row if k in want else None)
+        self.label = mirror_state.engine_label(summary)
 
-    def load(self, say: Progress) -> int:
-        self.state = self._read()
-        say(f"{self.label}: {len(self.state)} rows")
-        return len(self.state) + self.duplicates
-
-    def chunk(self, keys: Iterable[Key], lo: Any, hi: Any) -> dict[Key, tuple[str, Any]]:
-        """The rows of these keys, taken out of the state; the last chunk (hi None: no upper
-        bound) also takes every row left, i.e. the keys Postgres lacks."""
-        out = {k: self.state.pop(k) for k in keys if k in self.state}
-        if hi is None:
-            out.update(self.state)
-            self.state = {}
-        return out
+    def load(self, say: Progress, buckets: int = 1) -> int:
+        self.buckets = _Buckets(buckets)
+        n = 0
+        for k, d, _ in self._stream():
+            self.buckets.add(k, (d, None))
+            n += 1
+            if n % 500_000 == 0:
+                say(f"{self.label}: {n:,} rows read")
+        say(f"{self.label}: {n:,} rows")
+        return n
 
     def current(self, suspects: dict[Key, Any]) -> dict[Key, tuple[str, Any]]:
-        now = self._read(set(suspects))
-        return {k: now[k] for k in suspects if k in now}
+        return {k: (d, row) for k, d, row in self._stream(set(suspects)) if k in suspects}
 
     def rows(self, refs: dict[Key, Any]) -> dict[Key, Row]:
         return {k: r for k, r in refs.items() if isinstance(r, dict)}
+
+
+class _Buckets:
+    """(key, value) pairs spread over n temporary files by the key's hash: a bucket of each
+    side fits in memory, and equal keys (Python equality: 1 == 1.0, Decimal('1.0') ==
+    Decimal('1.00')) always meet in the same bucket. One process only (hash seeds differ)."""
+
+    _FLUSH = 2_000
+
+    def __init__(self, n: int) -> None:
+        self.n = max(1, n)
+        self._dir = tempfile.TemporaryDirectory(prefix="cdc-verify-")
+        self._files = [open(os.path.join(self._dir.name, str(i)), "w+b") for i in range(self.n)]
+        self._pending: list[list[tuple[Key, Any]]] = [[] for _ in range(self.n)]
+
+    def add(self, k: Key, v: Any) -> None:
+        i = hash(k) % self.n
+        self._pending[i].append((k, v))
+        if len(self._pending[i]) >= self._FLUSH:
+            pickle.dump(self._pending[i], self._files[i], protocol=pickle.HIGHEST_PROTOCOL)
+            self._pending[i] = []
+
+    def bucket(self, i: int) -> Iterator[tuple[Key, Any]]:
+        f = self._files[i]
+        if self._pending[i]:
+            pickle.dump(self._pending[i], f, protocol=pickle.HIGHEST_PROTOCOL)
+            self._pending[i] = []
+        f.seek(0)
+        while True:
+            try:
+                yield from pickle.load(f)
+            except EOFError:
+                return
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._dir.cleanup()
 
 
 def _pinot_literal(v: Any) -> str:
@@ -302,6 +339,56 @@ def _first_pass(conn: psycopg.Connection[Any], t: _Table, target: Target, chunk_
             "extra": {k: ref for k, (_, ref) in tgt_only.items()}}
 
 
+def _compare_buckets(src_side: _Buckets, tgt_side: _Buckets, say: Progress
+                     ) -> tuple[dict[str, dict[Key, Any]], int]:
+    """Bucket by bucket: source key -> digest against target key -> (digest, ref). Returns
+    the keys missing / differing / extra (with the target's ref) and the target's duplicates."""
+    found: dict[str, dict[Key, Any]] = {"missing": {}, "differing": {}, "extra": {}}
+    duplicates = 0
+    for i in range(src_side.n):
+        src = dict(src_side.bucket(i))
+        seen: set[Key] = set()
+        for k, (td, ref) in tgt_side.bucket(i):
+            if k in seen:                  # two visible rows of one key: an upsert failure
+                duplicates += 1
+                continue
+            seen.add(k)
+            d = src.pop(k, None)
+            if d is None:
+                found["extra"][k] = ref
+            elif d != td:
+                found["differing"][k] = ref
+        found["missing"].update(dict.fromkeys(src))
+        if src_side.n > 1 and (i + 1) % max(1, src_side.n // 10) == 0:
+            say(f"compared {i + 1}/{src_side.n} buckets")
+    return found, duplicates
+
+
+def _bucket_pass(conn: psycopg.Connection[Any], t: _Table, target: _EngineTarget, total: int,
+                 say: Progress) -> dict[str, dict[Key, Any]]:
+    """Postgres' rows (one snapshot, streamed by a server-side cursor) into the same hash
+    buckets as the engine's, then each bucket pair compared in memory."""
+    assert target.buckets is not None
+    mine = _Buckets(target.buckets.n)
+    try:
+        done = 0
+        with conn.cursor(name="cdc_verify") as cur:
+            cur.itersize = 10_000
+            # one statement, always with a parameter: the extended protocol (see _query)
+            cur.execute(sql.SQL("SELECT {} FROM {} WHERE %s").format(t.sel_cols, t.rel), [*t.params, True])
+            for rec in cur:
+                row = t.from_pg(rec)
+                mine.add(t.key(row), t.digest(row))
+                done += 1
+                if done % 500_000 == 0:
+                    say(f"postgres: {done:,}/{total:,} rows read")
+        found, target.duplicates = _compare_buckets(mine, target.buckets, say)
+        return found
+    finally:
+        mine.close()
+        target.buckets.close()
+
+
 def _recheck(dsn: str, t: _Table, target: Target, suspects: dict[Key, Any], settle_timeout: float,
              say: Progress) -> tuple[dict[str, list[Key]], dict[Key, Row], dict[Key, Any], int]:
     """Re-read suspects on both sides until they agree or the time is up (at least once).
@@ -375,9 +462,14 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         conn.read_only = True
         conn.execute("SET TimeZone = 'UTC'")
         lsn, source_rows = _pg_count(conn, t)
-        target_rows = target.load(say)
-        say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
-        found = _first_pass(conn, t, target, chunk_rows, source_rows, say)
+        if isinstance(target, _EngineTarget):
+            target_rows = target.load(say, buckets=source_rows // _BUCKET_ROWS + 1)
+            say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
+            found = _bucket_pass(conn, t, target, source_rows, say)
+        else:
+            target_rows = target.load(say)
+            say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
+            found = _first_pass(conn, t, target, chunk_rows, source_rows, say)
         conn.rollback()
     suspects = {k: ref for kind in ("missing", "differing", "extra") for k, ref in found[kind].items()}
     first = len(suspects)

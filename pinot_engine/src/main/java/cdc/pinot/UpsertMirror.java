@@ -27,7 +27,7 @@ import org.apache.pinot.common.metadata.segment.SegmentZKMetadata;
 import org.apache.pinot.common.metrics.ServerMetrics;
 import org.apache.pinot.common.utils.LLCSegmentName;
 import org.apache.pinot.segment.local.indexsegment.mutable.MutableSegmentImpl;
-import org.apache.pinot.segment.local.io.writer.impl.DirectMemoryManager;
+import org.apache.pinot.segment.local.io.writer.impl.MmapMemoryManager;
 import org.apache.pinot.segment.local.realtime.impl.RealtimeSegmentConfig;
 import org.apache.pinot.segment.local.realtime.impl.RealtimeSegmentStatsHistory;
 import org.apache.pinot.segment.local.segment.creator.TransformPipeline;
@@ -234,7 +234,8 @@ final class UpsertMirror implements AutoCloseable {
       File consumerDir = _dir.resolve("consumers").toFile();
       consumerDir.mkdirs();
       // The settings RealtimeSegmentDataManager uses, with a server's defaults
-      // (realtime.alloc.offheap=true, direct allocation, 2 values per multi-value cell).
+      // (realtime.alloc.offheap=true, realtime.alloc.offheap.direct=false: memory-mapped files
+      // in the consumer dir, so a mirror of any size fits; 2 values per multi-value cell).
       RealtimeSegmentConfig config = new RealtimeSegmentConfig.Builder(_tableConfig, _schema)
           .setTableNameWithType(_tableNameWithType)
           .setSegmentName(name)
@@ -245,7 +246,7 @@ final class UpsertMirror implements AutoCloseable {
           .setAvgNumMultiValues(2)
           .setSegmentZKMetadata(zk)
           .setOffHeap(true)
-          .setMemoryManager(new DirectMemoryManager(name, ServerMetrics.get()))
+          .setMemoryManager(new MmapMemoryManager(consumerDir.getAbsolutePath(), name, ServerMetrics.get()))
           .setStatsHistory(_statsHistory)
           .setAggregateMetrics(indexing.isAggregateMetrics())
           .setIngestionAggregationConfigs(IngestionConfigUtils.getAggregationConfigs(_tableConfig))
