@@ -59,7 +59,7 @@ class PinotEngine:
     """One engine installation; every call runs one short-lived JVM."""
 
     def __init__(self, home: Path | None = None, *, cache_dir: Path | None = None,
-                 progress: Callable[[str], None] | None = None, heap: str = "1g") -> None:
+                 progress: Callable[[str], None] | None = None, heap: str = "1024m") -> None:
         self._home = home
         self._cache_dir = cache_dir
         self._progress = progress
@@ -155,9 +155,12 @@ class PinotEngine:
     # ------------------------------------------------------------------ plumbing
 
     def _run(self, args: list[str], lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-        """Start the JVM, stream `lines` to its stdin from a thread, yield its JSON output lines."""
-        cmd = recipe.java_command(self.home, *args, heap=self.heap)
-        with tempfile.TemporaryFile(mode="w+") as err:
+        """Start the JVM, stream `lines` to its stdin from a thread, yield its JSON output lines.
+        Its temporary files (memory-mapped segments) live in a folder removed on every exit;
+        a caller that stops reading early gets the JVM killed (it could block on a full pipe)."""
+        with tempfile.TemporaryFile(mode="w+") as err, \
+                tempfile.TemporaryDirectory(prefix="cdc-pinot-engine-run-") as tmp:
+            cmd = recipe.java_command(self.home, *args, heap=self.heap, tmp_dir=tmp)
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                         text=True, encoding="utf-8", bufsize=1 << 16)
@@ -168,23 +171,29 @@ class PinotEngine:
             failure: list[BaseException] = []
             writer = threading.Thread(target=_feed, args=(proc.stdin, lines, failure), daemon=True)
             writer.start()
+            done = False
             try:
                 for raw in proc.stdout:
                     try:
                         yield json.loads(raw)
                     except ValueError:
                         raise PinotEngineError(f"the Pinot engine answered off-protocol: {raw[:300]!r}") from None
+                done = True
             finally:
-                if proc.poll() is None and writer.is_alive():
+                if proc.poll() is None and (not done or writer.is_alive()):
                     proc.kill()
+                proc.stdout.close()
                 writer.join()
                 rc = proc.wait()
             if rc != 0:
                 err.seek(0)
                 text = err.read()
                 said = [ln[len(_ERROR_PREFIX):] for ln in text.splitlines() if ln.startswith(_ERROR_PREFIX)]
+                oom = "OutOfMemoryError" in text
                 raise PinotEngineError(f"the Pinot engine ({args[0]}) failed (exit {rc}): "
-                                       + (said[0] if said else text[-2000:].strip()))
+                                       + (said[0] if said else text[-2000:].strip()),
+                                       hint=f"its heap ({self.heap}) is too small for this table's keys"
+                                       if oom else None)
             if failure and not isinstance(failure[0], BrokenPipeError):
                 raise PinotEngineError(f"feeding the Pinot engine failed: {failure[0]!r}")
 
@@ -206,8 +215,8 @@ def _segment_args(rows_per_segment: int | None) -> list[str]:
 def _record_lines(records: Iterable[tuple[int, int, dict[str, Any] | str]]) -> Iterator[str]:
     """One JSON line per record; a value given as text (a Kafka message's JSON) goes in as is."""
     for p, o, v in records:
-        if isinstance(v, str) and "\n" not in v and "\r" not in v:
-            yield f'{{"partition": {int(p)}, "offset": {int(o)}, "value": {v}}}'
+        if isinstance(v, str):     # valid JSON has CR/LF only between tokens: one line either way
+            yield f'{{"partition": {int(p)}, "offset": {int(o)}, "value": {v.replace(chr(13), " ").replace(chr(10), " ")}}}'
         else:
             yield json.dumps({"partition": p, "offset": o, "value": v})
 
@@ -230,6 +239,12 @@ def heap_for(records: int) -> str:
     """JVM heap for consuming `records` messages: Pinot keeps each key's upsert metadata on
     the heap (about 200 bytes a key with hashFunction NONE); segments themselves are mmapped."""
     return f"{max(1024, min(16384, 768 + records * 200 // (1 << 20)))}m"
+
+
+def heap_mib(heap: str) -> int:
+    """'1g' / '2676m' -> MiB."""
+    n, unit = int(heap[:-1]), heap[-1].lower()
+    return n * 1024 if unit == "g" else n if unit == "m" else n // 1024
 
 
 _default: PinotEngine | None = None

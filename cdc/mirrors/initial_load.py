@@ -153,16 +153,27 @@ def is_marker(value: dict[str, Any] | None) -> bool:
     return bool(value) and value.get("op") == MARKER_OP and "cdc_load" in value   # type: ignore[union-attr]
 
 
-def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, say: Say) -> None:
+def slot_pid(ctx: Context, src: Source) -> int | None:
+    """The pid of the walsender holding the source's slot now (None: no slot, or not held)."""
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                           (names.slot_name(src.name),)).fetchone()
+    return row[0] if row else None
+
+
+def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, say: Say, *,
+                   pid_before: int | None = None) -> None:
     """Until the table is in the source's publication and the slot is consistent and streamed by
     the task with the new table list: the slot's confirmed_flush_lsn is set (a new slot gets it
     once its creation ended, and creation waits for every transaction with an xid: changes
     committed before its consistent point are never decoded, so the load must read after it),
-    and its walsender started after `since` (the source's clock before the connector change)
-    runs START_REPLICATION. pg_stat_activity shows a session's start and command to its own
-    role (the connector's and cdc's, one source DSN); where it hides them, the connector's task
-    RUNNING is taken instead. (pg_stat_replication.state is not used: it is NULL for roles
-    without pg_read_all_stats, the least-privilege role of "Managed Postgres" among them.)"""
+    and it is held by a walsender other than the one holding it before the connector change
+    (`pid_before`: one walsender holds a slot at a time, so the old task let go) that started
+    after `since` (the source's clock before the change) and runs START_REPLICATION.
+    pg_stat_activity shows a session's start and command to its own role (cdc and the
+    connector share the source's DSN); where it hides them from cdc's role, the new pid is
+    taken as the proof. (pg_stat_replication.state is not used: it is NULL for roles without
+    pg_read_all_stats, the least-privilege role of "Managed Postgres" among them.)"""
     t0 = time.monotonic()
     said = 0.0
     cname = names.connector_name(src.name)
@@ -171,16 +182,17 @@ def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, say:
             listed = conn.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND "
                                   "tablename = %s", (publication_of(src), spec.schema_name, spec.table_name)).fetchone()
             slot = conn.execute(
-                "SELECT s.confirmed_flush_lsn IS NOT NULL, a.backend_start IS NULL, a.backend_start > %s "
-                "AND a.query LIKE 'START_REPLICATION%%' FROM pg_replication_slots s LEFT JOIN pg_stat_activity a "
-                "ON a.pid = s.active_pid WHERE s.slot_name = %s AND s.active", (since, names.slot_name(src.name))
+                "SELECT s.confirmed_flush_lsn IS NOT NULL, a.pid IS NOT NULL AND a.backend_start IS NULL, "
+                "a.backend_start > %s AND a.query LIKE 'START_REPLICATION%%', s.active_pid IS DISTINCT FROM %s "
+                "FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid "
+                "WHERE s.slot_name = %s AND s.active", (since, pid_before, names.slot_name(src.name))
             ).fetchone()
             st = ctx.connect.status(cname)
             if st is not None and st.failed:
                 raise CdcError(f"connector {cname} failed while taking {spec.qualified}: {st.failure_summary()[:300]}",
                                hint="see `cdc stack logs connect`")
-            consistent, hidden, streaming = slot or (False, False, False)
-            if listed and consistent and (streaming or (hidden and st is not None and st.running)):
+            consistent, hidden, streaming, new_holder = slot or (False, False, False, False)
+            if listed and consistent and new_holder and (streaming or hidden):
                 return
             waited = time.monotonic() - t0
             if waited > ctx.settings.load_wait_timeout_s:

@@ -406,6 +406,7 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
     journal.register("connector", source=src.name, connector=cname)
     request: snapshot.Request | None = None
     since = _source_clock(ctx, src)
+    pid_before = initial_load.slot_pid(ctx, src) if start is not None else None
     if previous:
         ctx.connect.put_config(cname, plan.connector)
         rollback.fault("connector_configured")
@@ -422,7 +423,7 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
             request = snapshot.Request("initial", notes_from)
             progress(f"debezium: connector {cname} running; waiting for its initial snapshot of {spec.qualified}")
     if start is not None:
-        initial_load.wait_streaming(ctx, src, spec, since, progress)
+        initial_load.wait_streaming(ctx, src, spec, since, progress, pid_before=pid_before)
         initial_load.load(ctx, src, spec, plan.table, start, progress, on_load)
         job_id, deployed_at = _submit_job(ctx, spec, flink_sql, journal, progress)
     # what the job runs with: the reconciler compares it with the table (schema_change)

@@ -139,7 +139,7 @@ def engine_input(bootstrap: str, topic: str) -> tuple[Any, Iterator[tuple[int, i
     from cdc.clients import pinot_engine
     engine = pinot_engine.default_engine()
     heap = pinot_engine.heap_for(flat_record_count(bootstrap, topic))
-    if heap != engine.heap:
+    if pinot_engine.heap_mib(heap) != pinot_engine.heap_mib(engine.heap):
         engine = pinot_engine.PinotEngine(heap=heap)
     return engine, flat_records(bootstrap, topic, raw=True)
 

@@ -211,6 +211,7 @@ class _EngineTarget:
         self.label = mirror_state.engine_label(summary)
 
     def load(self, say: Progress, buckets: int = 1) -> int:
+        """Into self.buckets, which the caller closes (_bucket_pass, or verify_mirror on error)."""
         self.buckets = _Buckets(buckets)
         n = 0
         for k, d, _ in self._stream():
@@ -220,6 +221,11 @@ class _EngineTarget:
                 say(f"{self.label}: {n:,} rows read")
         say(f"{self.label}: {n:,} rows")
         return n
+
+    def close(self) -> None:
+        if self.buckets is not None:
+            self.buckets.close()
+            self.buckets = None
 
     def current(self, suspects: dict[Key, Any]) -> dict[Key, tuple[str, Any]]:
         return {k: (d, row) for k, d, row in self._stream(set(suspects)) if k in suspects}
@@ -231,38 +237,48 @@ class _EngineTarget:
 class _Buckets:
     """(key, value) pairs spread over n temporary files by the key's hash: a bucket of each
     side fits in memory, and equal keys (Python equality: 1 == 1.0, Decimal('1.0') ==
-    Decimal('1.00')) always meet in the same bucket. One process only (hash seeds differ)."""
+    Decimal('1.00')) always meet in the same bucket. One process only (hash seeds differ).
+    Files are opened per write or read (no n open descriptors); close() removes them all."""
 
     _FLUSH = 2_000
 
     def __init__(self, n: int) -> None:
         self.n = max(1, n)
         self._dir = tempfile.TemporaryDirectory(prefix="cdc-verify-")
-        self._files = [open(os.path.join(self._dir.name, str(i)), "w+b") for i in range(self.n)]
         self._pending: list[list[tuple[Key, Any]]] = [[] for _ in range(self.n)]
+
+    def __enter__(self) -> _Buckets:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _flush(self, i: int) -> None:
+        if self._pending[i]:
+            with open(os.path.join(self._dir.name, str(i)), "ab") as f:
+                pickle.dump(self._pending[i], f, protocol=pickle.HIGHEST_PROTOCOL)
+            self._pending[i] = []
 
     def add(self, k: Key, v: Any) -> None:
         i = hash(k) % self.n
         self._pending[i].append((k, v))
         if len(self._pending[i]) >= self._FLUSH:
-            pickle.dump(self._pending[i], self._files[i], protocol=pickle.HIGHEST_PROTOCOL)
-            self._pending[i] = []
+            self._flush(i)
 
     def bucket(self, i: int) -> Iterator[tuple[Key, Any]]:
-        f = self._files[i]
-        if self._pending[i]:
-            pickle.dump(self._pending[i], f, protocol=pickle.HIGHEST_PROTOCOL)
-            self._pending[i] = []
-        f.seek(0)
-        while True:
-            try:
-                yield from pickle.load(f)
-            except EOFError:
-                return
+        self._flush(i)
+        path = os.path.join(self._dir.name, str(i))
+        if not os.path.exists(path):
+            return
+        with open(path, "rb") as f:
+            while True:
+                try:
+                    yield from pickle.load(f)
+                except EOFError:
+                    return
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
+        self._pending = [[] for _ in range(self.n)]
         self._dir.cleanup()
 
 
@@ -369,8 +385,7 @@ def _bucket_pass(conn: psycopg.Connection[Any], t: _Table, target: _EngineTarget
     """Postgres' rows (one snapshot, streamed by a server-side cursor) into the same hash
     buckets as the engine's, then each bucket pair compared in memory."""
     assert target.buckets is not None
-    mine = _Buckets(target.buckets.n)
-    try:
+    with _Buckets(target.buckets.n) as mine:
         done = 0
         with conn.cursor(name="cdc_verify") as cur:
             cur.itersize = 10_000
@@ -384,9 +399,6 @@ def _bucket_pass(conn: psycopg.Connection[Any], t: _Table, target: _EngineTarget
                     say(f"postgres: {done:,}/{total:,} rows read")
         found, target.duplicates = _compare_buckets(mine, target.buckets, say)
         return found
-    finally:
-        mine.close()
-        target.buckets.close()
 
 
 def _recheck(dsn: str, t: _Table, target: Target, suspects: dict[Key, Any], settle_timeout: float,
@@ -463,9 +475,13 @@ def verify_mirror(ctx: service.Context, name: str, *, chunk_rows: int = 10_000, 
         conn.execute("SET TimeZone = 'UTC'")
         lsn, source_rows = _pg_count(conn, t)
         if isinstance(target, _EngineTarget):
-            target_rows = target.load(say, buckets=source_rows // _BUCKET_ROWS + 1)
-            say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
-            found = _bucket_pass(conn, t, target, source_rows, say)
+            try:
+                records = mirror_state.flat_record_count(ctx.settings.kafka_bootstrap, topic)
+                target_rows = target.load(say, buckets=max(source_rows, records) // _BUCKET_ROWS + 1)
+                say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")
+                found = _bucket_pass(conn, t, target, source_rows, say)
+            finally:
+                target.close()
         else:
             target_rows = target.load(say)
             say(f"rows: source {source_rows} (snapshot at LSN {lsn}), target {target_rows}")

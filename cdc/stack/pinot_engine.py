@@ -129,6 +129,9 @@ def classpath(home: Path) -> str:
     return os.pathsep.join([str(home / JAR), str(lib / "*")])
 
 
-def java_command(home: Path, *args: str, heap: str = "1g") -> list[str]:
-    """argv that runs the engine in one of its modes (check, upsert, query, version)."""
-    return ["java", f"-Xmx{heap}", *JAVA_OPTS, "-cp", classpath(home), MAIN_CLASS, *args]
+def java_command(home: Path, *args: str, heap: str = "1024m", tmp_dir: str | None = None) -> list[str]:
+    """argv that runs the engine in one of its modes (check, upsert, query, version); it dies
+    on running out of heap (instead of thrashing), and keeps its temporary files in tmp_dir."""
+    tmp = [f"-Djava.io.tmpdir={tmp_dir}"] if tmp_dir else []
+    return ["java", f"-Xmx{heap}", "-XX:+ExitOnOutOfMemoryError", *tmp, *JAVA_OPTS, "-cp", classpath(home),
+            MAIN_CLASS, *args]
