@@ -127,6 +127,10 @@ class _Table:
     def key(self, row: Row) -> Key:
         return tuple(row[k] for k in self.keys)
 
+    def flat_key(self, rec: dict[str, Any]) -> Key:
+        """key(from_flat(rec)), converting only the key columns."""
+        return tuple(canonical.flat_value(rec.get(self.maps[k].name), self.maps[k]) for k in self.keys)
+
     def digest(self, row: Row) -> str:
         return canonical.row_digest([row[c] for c in self.cols])
 
@@ -205,6 +209,8 @@ class _EngineTarget:
         """(key, digest, the row only for keys in `want`) of every row the engine holds."""
         summary: dict[str, Any] = {}
         for r in mirror_state.engine_row_iter(self.bootstrap, self.spec, self.t.info, summary, self.generation):
+            if want and self.t.flat_key(r) not in want:
+                continue                       # a re-check: only the suspects' rows matter
             row = self.t.from_flat(r)
             k = self.t.key(row)
             yield k, self.t.digest(row), (row if k in want else None)
