@@ -57,8 +57,9 @@ def run(b: Bench) -> dict[str, Any]:
         binp = postgres_bin_dir(b.s) / "pg_recvlogical"
     times = []
     for sl in slots:
-        cmd = [str(binp), "-h", str(d.get("host", "127.0.0.1")), "-p", str(d.get("port", 5432)),
-               "-U", str(d.get("user", "postgres")), "-d", str(d.get("dbname", "postgres")), "--no-loop",
+        # The whole DSN as -d: it may name a passfile (the stack's own Postgres does), which
+        # -h/-p/-U/-d would drop, and pg_recvlogical then waits for a password forever.
+        cmd = [str(binp), "-d", b.dsn, "--no-loop",
                "--slot", sl, "--start", "-o", "proto_version=1", "-o", f"publication_names={pub}",
                "--endpos", endpos, "-f", "/dev/null"]
         env = {**os.environ, **({"PGPASSWORD": str(d["password"])} if d.get("password") else {})}

@@ -25,6 +25,7 @@ from cdc.core import names
 from cdc.mirrors import service
 from bench.harness import (FRESH_ROWS, FRESH_TABLE, MIX, SCHEMA, Bench, CpuWindow, log, quiet, secs, summary,
                            ts_us)
+from bench.cpu_profile import StageProfile
 from bench.loadgen import LoadGen
 from bench.probes import ProbeWatcher, end_offsets
 from bench.workload import BulkGen
@@ -61,12 +62,14 @@ def mirror_up(b: Bench) -> None:
 
 
 def run(b: Bench, name: str, topic: str, rate: float = 1000, duration: float = 30,
-        gen: str = "loadgen", batch: int | None = None) -> dict[str, Any]:
+        gen: str = "loadgen", batch: int | None = None, profile: bool = False) -> dict[str, Any]:
     """One run: load at `rate` for `duration` s with probes every 0.2 s; freshness of every
-    probe at `topic`; CPU per process; Debezium (WAL) and Flink (topic) lag at the end."""
+    probe at `topic`; CPU per process; Debezium (WAL) and Flink (topic) lag at the end.
+    `profile`: also CPU per stage (`bench.cpu_profile`, BulkGen runs only) over the load."""
     w = ProbeWatcher(b.s.kafka_bootstrap, topic)
     time.sleep(0.3)
     flat0, change0 = end_offsets(b.s.kafka_bootstrap, b.flat), end_offsets(b.s.kafka_bootstrap, b.change)
+    prof = None
     with CpuWindow(b.s) as cpu:
         if gen == "loadgen":
             lg = LoadGen(b.dsn, SCHEMA, FRESH_TABLE, seed=random.randrange(1 << 30), mix=MIX)
@@ -79,7 +82,10 @@ def run(b: Bench, name: str, topic: str, rate: float = 1000, duration: float = 3
         else:
             bg = BulkGen(b.dsn, SCHEMA, FRESH_TABLE, seed=random.randrange(1 << 30))
             batch = batch or max(10, int(rate / 20))
+            prof = StageProfile(b.s, loadgen_backends={bg.conn.info.backend_pid}).start() if profile else None
             res = bg.run(rate, duration, batch, probe=b.lg)
+            if prof:
+                prof.stop()
             bg.close()
             probes = res.pop("probes")
             stats = res
@@ -93,6 +99,8 @@ def run(b: Bench, name: str, topic: str, rate: float = 1000, duration: float = 3
            "records_seen_on_topic": records, "lag_at_end": lag, "cpu_pct_of_one_core": cpu.result,
            "flat_records": end_offsets(b.s.kafka_bootstrap, b.flat) - flat0,
            "change_records": end_offsets(b.s.kafka_bootstrap, b.change) - change0}
+    if prof:
+        out["stage_profile"] = prof.result
     b.runs[name] = {"probe_ts": [ts_us(p) / 1e6 for p in probes], "lat": lat, "topic": topic}
     f = out["freshness"]
     log(f"{name}: {out['achieved_rate']:.0f}/s achieved; freshness p50 {secs(f['p50_s'])} p95 {secs(f['p95_s'])} "

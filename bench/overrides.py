@@ -71,8 +71,9 @@ def set_flink(b: Bench, sink: dict[str, str], sets: dict[str, str]) -> str:
 
 
 def _settle(b: Bench) -> None:
+    w = ProbeWatcher(b.s.kafka_bootstrap, b.flat)     # before the probe: it may arrive at once
+    time.sleep(0.5)
     _, ts = b.lg.probe()
-    w = ProbeWatcher(b.s.kafka_bootstrap, b.flat)
     seen = w.wait_for(ts_us(ts), 120)
     w.close()
     if seen is None:

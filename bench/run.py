@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "flink_sink_delivery_guarantee": "at-least-once",
                                     "debezium_poll_interval_ms": "500 (Debezium default; not set by the template)",
                                     "debezium_max_batch_size": "2048 (Debezium default; not set by the template)",
-                                    "connect_producer_linger_ms": "5 (worker)"}
+                                    "connect_producer_linger_ms": "5 (worker)",
+                                    "connect_producer_batch_size": "262144 (connector template)"}
         if "a" in only:
             out["ceiling"] = ceiling.run(b)
         freshness.mirror_up(b)

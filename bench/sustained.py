@@ -16,14 +16,17 @@ import time
 from typing import Any
 
 from bench import freshness
+from bench.cpu_profile import table
 from bench.harness import Bench
 
 
-def run(b: Bench, rates: list[int], duration: float) -> dict[str, Any]:
+def run(b: Bench, rates: list[int], duration: float, profile: bool = False) -> dict[str, Any]:
+    """`profile`: CPU per stage of every step (bench/cpu_profile.py); the tables of the highest
+    held step and of the first failing one are printed."""
     steps = []
     best = 0
     for r in rates:
-        res = freshness.run(b, f"step_{r}", b.flat, r, duration, gen="bulk")
+        res = freshness.run(b, f"step_{r}", b.flat, r, duration, gen="bulk", profile=profile)
         f = res["freshness"]
         held = (f["p99_s"] is not None and f["p99_s"] < 5 and f["missing"] == 0
                 and res["achieved_rate"] >= 0.95 * r)
@@ -35,6 +38,11 @@ def run(b: Bench, rates: list[int], duration: float) -> dict[str, Any]:
         else:
             break
         time.sleep(2)
+    if profile:
+        for st in [x for x in steps if x["held"]][-1:] + [x for x in steps if not x["held"]]:
+            print(table(st.get("stage_profile", {}), f"step {st['target_rate']}/s "
+                        f"({'held' if st['held'] else 'NOT held'}, achieved {st['achieved_rate']:.0f}/s, "
+                        f"p99 {st['freshness']['p99_s']})"), flush=True)
     return {"step_duration_s": duration, "steps": steps, "max_held_rate": best,
             "criterion": "achieved >= 95% of target, every probe seen, freshness p99 < 5 s"}
 

@@ -179,12 +179,15 @@ def connector_tls_settings(source: Source) -> dict[str, str]:
 def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap: str,
                      password_ref: str | None, key_overrides: dict[str, list[str]] | None = None,
                      topic_partitions: int = 1, replication_factor: int = 1,
-                     table_rules: dict[str, MirrorRules] | None = None, mask_salt: str | None = None) -> dict[str, str]:
+                     table_rules: dict[str, MirrorRules] | None = None, mask_salt: str | None = None,
+                     producer_batch_bytes: int = 0) -> dict[str, str]:
     """Debezium PostgreSQL connector config for one source.
 
     ``key_overrides`` maps ``schema.table`` to the --key columns of tables mirrored without a
     primary key; ``table_rules`` maps it to the mirror's column rules (cdc.mapping.rules: the
     columns Debezium leaves out or masks; ``mask_salt`` is the source's hash salt).
+    ``producer_batch_bytes``: the task's producer batch.size (a client override; 0: the
+    worker's own).
     ``kafka_bootstrap`` is not a connector property (the worker owns the Kafka
     connection); it is accepted so callers render every artifact with the same arguments."""
     del kafka_bootstrap
@@ -236,7 +239,7 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
         message_key_columns=";".join(msg_keys), topic_partitions=str(topic_partitions),
         replication_factor=str(replication_factor), topic_config=TOPIC_CONFIG,
         notification_topic=names.notification_topic(source.name),
-        column_settings=rules.connector_settings(ruled, mask_salt))
+        column_settings=rules.connector_settings(ruled, mask_salt), producer_batch_bytes=producer_batch_bytes)
     return json.loads(text)
 
 

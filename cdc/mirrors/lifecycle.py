@@ -86,7 +86,8 @@ def render_connector_config(ctx: Context, src: Source, tables: list[TableInfo], 
     table_rules, salt = rules_check.connector_rules(ctx, src, extra)
     return render.render_connector(src, tables, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                    password_ref=password_ref(ctx, src), key_overrides=overrides,
-                                   table_rules=table_rules, mask_salt=salt)
+                                   table_rules=table_rules, mask_salt=salt,
+                                   producer_batch_bytes=ctx.settings.connect_producer_batch_bytes)
 
 
 def plan_mirror(ctx: Context, schema: str, table: str, *, source: str = names.DEFAULT_SOURCE, name: str | None = None,

@@ -293,3 +293,14 @@ def test_flink_dead_letters_take_rows_that_cannot_convert() -> None:
     assert "THEN 'created' END" in job and "REGEXP(CASE WHEN `op` = 'd' THEN `before`.`created`" in job
     assert "JSON_OBJECT(KEY 'tenant id' VALUE `raw`.`tenant id`, KEY 'Id' VALUE `raw`.`Id`)" in dead_insert
     assert job.rstrip().endswith("END")
+
+
+def test_producer_batch_size_is_a_client_override_only_when_asked() -> None:
+    """cdc passes CDC_CONNECT_PRODUCER_BATCH_BYTES (256 KiB by default); 0 leaves the override
+    out for a Connect cluster whose client-override policy forbids it."""
+    from cdc.core.settings import Settings
+    plain = render.render_connector(source(), [orders()], kafka_bootstrap=BOOT, password_ref=None)
+    assert not any(k.startswith("producer.override.") for k in plain)
+    sized = render.render_connector(source(), [orders()], kafka_bootstrap=BOOT, password_ref=None,
+                                    producer_batch_bytes=Settings().connect_producer_batch_bytes)
+    assert sized["producer.override.batch.size"] == "262144"
