@@ -7,7 +7,8 @@ key, TRUNCATE and other rewrites of the table's storage) and by `cdc mirror resy
 Generation N+1 (cdc.core.names: flat topic cdc.flat.<m>.g<N+1>, Flink job cdc-mirror-<m>-g<N+1>,
 Pinot REALTIME table <m>_g<N+1>) is made while generation N keeps answering:
 
-1. start(): the rebuild is recorded first (so a crash leaves something the reconciler finishes
+1. start(): once the connector has streamed the WAL written before the rebuild began (else
+   it is deferred), the rebuild is recorded (so a crash leaves something the reconciler finishes
    or undoes), then the new flat topic and Pinot table, then J = the change topic's end offset,
    committed as the start of a fresh consumer group, then the job (the table's columns as the
    catalog has them now, from offset J), then Debezium's incremental snapshot of the table.
@@ -26,7 +27,10 @@ after J. A key deleted before its chunk is read never reaches the new topic (the
 empty: nothing stale can survive, which is what TRUNCATE needs); one deleted later gets its
 delete event. Events between J and the snapshot written before the ALTER (Debezium lagging)
 carry the old shape, but the chunk read of their key comes later with a higher __seq. So per
-key the highest __seq in the new topic is the row as Postgres has it, in the new shape.
+key the highest __seq in the new topic is the row as Postgres has it, in the new shape. And
+no change committed before the rebuild began is above J (start() waits until the connector
+has confirmed that WAL): without that wait, inserts of a table Debezium was still behind on
+when it was TRUNCATEd would land above J, and no snapshot row or event would ever remove them.
 
 Why queries never see a half-filled table: generation N answers (frozen if its old job cannot
 read the new events, e.g. after int -> text) until generation N+1 holds every row, and the
@@ -57,6 +61,8 @@ EVENT_PROGRESS = "rebuild_progress"
 #: a rebuild whose job or snapshot is not under way this long after its start is restarted
 RESTART_AFTER_S = 600.0
 MAX_RESUBMITS = 5
+#: how long start() waits for the connector to stream the WAL written before it began
+CATCH_UP_S = 25.0
 
 Progress = Callable[[str], None]
 
@@ -102,6 +108,7 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
         # Debezium would queue ours behind it, and that scan's completion could pass for ours
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
                               hint="`cdc mirror status` shows it; the reconciler (`cdc serve`) starts the rebuild then")
+    _wait_streamed_up_to_now(ctx, src, name)
     gen = _next_generation(ctx, rec)     # above the one in flight: a torn-down number is never reused
     if rec.deployment.rebuild is not None:
         abort(ctx, name, f"superseded: {reason}", progress)
@@ -135,12 +142,43 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     return rb
 
 
+def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float = CATCH_UP_S) -> None:
+    """Until the connector has confirmed the WAL written before now: Debezium confirms a
+    position once its events are in Kafka (Connect commits offsets after the producer's acks),
+    so every change committed before the rebuild began (the rows a TRUNCATE removed among
+    them) sits below J, where the new generation never reads. The heartbeat (every 10 s) moves
+    the position on an idle database. A connector that does not get there in `timeout`
+    (paused, down, far behind) defers the rebuild: the reconciler tries again."""
+    from cdc.mirrors.sources import source_dsn
+    from cdc.postgres import catalog
+    slot, cname = names.slot_name(src.name), names.connector_name(src.name)
+    st = ctx.connect.status(cname)
+    if st is not None and not st.running:           # it cannot catch up now: do not hold the pass
+        timeout = 0.0
+    with catalog.connect(source_dsn(ctx, src)) as conn:
+        now = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            row = conn.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn, confirmed_flush_lsn::text "
+                               "FROM pg_replication_slots WHERE slot_name = %s", (now, slot)).fetchone()
+            if row is None or row[0]:       # no slot: nothing streamed that could be in flight
+                return
+            if time.monotonic() > deadline:
+                raise RebuildDeferred(f"connector {cname} has not streamed the WAL up to "
+                                      f"{now} yet (slot {slot} at {row[1]}): the rebuild of {name} starts once it has "
+                                      "(changes still in flight could otherwise reach the new generation)",
+                                      hint="`cdc mirror status` and `cdc stack logs connect` show the connector; the "
+                                           "reconciler (`cdc serve`) starts the rebuild then")
+            time.sleep(0.5)
+
+
 def _columns(t: TableInfo) -> list[str]:
     return [f"{c.name} {c.type_name}" for c in sorted(t.columns, key=lambda c: c.position)]
 
 
 class RebuildDeferred(CdcError):
-    """The rebuild cannot begin yet (another snapshot runs on the source's connector)."""
+    """The rebuild cannot begin yet (another snapshot runs on the source's connector, or the
+    connector has not streamed what was committed before the rebuild began)."""
 
 
 def _supersede_dead_letters(ctx: Context, name: str, rb: Rebuild) -> None:
