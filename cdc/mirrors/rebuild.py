@@ -61,8 +61,8 @@ EVENT_PROGRESS = "rebuild_progress"
 #: a rebuild whose job or snapshot is not under way this long after its start is restarted
 RESTART_AFTER_S = 600.0
 MAX_RESUBMITS = 5
-#: how long start() waits for the connector to stream the WAL written before it began
-CATCH_UP_S = 25.0
+#: how long one start() attempt waits for the connector to stream the WAL written before it began
+CATCH_UP_S = 10.0
 
 Progress = Callable[[str], None]
 
@@ -104,11 +104,11 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
                             group_id="x")          # the new shape renders (a ConfigError otherwise)
     src = get_source(ctx, rec.spec.source)
     cname = names.connector_name(src.name)
+    _wait_streamed_up_to_now(ctx, src, name)
     if snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
         # Debezium would queue ours behind it, and that scan's completion could pass for ours
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
                               hint="`cdc mirror status` shows it; the reconciler (`cdc serve`) starts the rebuild then")
-    _wait_streamed_up_to_now(ctx, src, name)
     gen = _next_generation(ctx, rec)     # above the one in flight: a torn-down number is never reused
     if rec.deployment.rebuild is not None:
         abort(ctx, name, f"superseded: {reason}", progress)
@@ -142,34 +142,57 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     return rb
 
 
+#: mirror -> the WAL position its rebuild waits for the connector to confirm (kept across the
+#: deferred attempts, so each is a short check, not a new and later target)
+_CATCH_UP: dict[str, str] = {}
+
+
 def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float = CATCH_UP_S) -> None:
-    """Until the connector has confirmed the WAL written before now: Debezium confirms a
-    position once its events are in Kafka (Connect commits offsets after the producer's acks),
-    so every change committed before the rebuild began (the rows a TRUNCATE removed among
-    them) sits below J, where the new generation never reads. The heartbeat (every 10 s) moves
-    the position on an idle database. A connector that does not get there in `timeout`
-    (paused, down, far behind) defers the rebuild: the reconciler tries again."""
+    """Until the connector has confirmed the WAL written before the rebuild began: Debezium
+    confirms a position once its events are in Kafka (Connect commits offsets after the
+    producer's acks), so every change committed before then (the rows a TRUNCATE removed
+    among them) sits below J, where the new generation never reads. Two writes to cdc's
+    heartbeat table move the position at once (a Debezium event carries the position of the
+    commit before it), rather than waiting for the connector's heartbeat. A connector that does
+    not get there in `timeout` (paused, down, behind, a worker flushing offsets rarely) defers
+    the rebuild; the reconciler tries again and the target position stays the first one."""
     from cdc.mirrors.sources import source_dsn
     from cdc.postgres import catalog
     slot, cname = names.slot_name(src.name), names.connector_name(src.name)
     st = ctx.connect.status(cname)
-    if st is not None and not st.running:           # it cannot catch up now: do not hold the pass
+    if st is None or not st.running:           # it cannot catch up now: do not hold the pass
         timeout = 0.0
-    with catalog.connect(source_dsn(ctx, src)) as conn:
-        now = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    with catalog.connect(source_dsn(ctx, src), autocommit=True) as conn:
+        target = _CATCH_UP.get(name) or str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+        _CATCH_UP[name] = target
+        if timeout:
+            _nudge(conn)
         deadline = time.monotonic() + timeout
         while True:
             row = conn.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn, confirmed_flush_lsn::text "
-                               "FROM pg_replication_slots WHERE slot_name = %s", (now, slot)).fetchone()
+                               "FROM pg_replication_slots WHERE slot_name = %s", (target, slot)).fetchone()
             if row is None or row[0]:       # no slot: nothing streamed that could be in flight
+                _CATCH_UP.pop(name, None)
                 return
             if time.monotonic() > deadline:
-                raise RebuildDeferred(f"connector {cname} has not streamed the WAL up to "
-                                      f"{now} yet (slot {slot} at {row[1]}): the rebuild of {name} starts once it has "
-                                      "(changes still in flight could otherwise reach the new generation)",
+                raise RebuildDeferred(f"connector {cname} has not streamed the WAL up to {target} yet (slot {slot} "
+                                      f"at {row[1]}): the rebuild of {name} starts once it has (changes still in "
+                                      "flight could otherwise reach the new generation)",
                                       hint="`cdc mirror status` and `cdc stack logs connect` show the connector; the "
                                            "reconciler (`cdc serve`) starts the rebuild then")
             time.sleep(0.5)
+
+
+def _nudge(conn: Any) -> None:
+    """Two commits to cdc's heartbeat table (what the connector's heartbeat writes): the
+    second one's event carries the first one's position, past the target. Best effort."""
+    q = (f"INSERT INTO {'.'.join(names.HEARTBEAT_TABLE)} (id, ts) VALUES (1, now()) "
+         "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts")
+    try:
+        conn.execute(q)
+        conn.execute(q)
+    except Exception:  # noqa: BLE001 - no heartbeat table or no right to write it: the connector's own heartbeat will do
+        pass
 
 
 def _columns(t: TableInfo) -> list[str]:
