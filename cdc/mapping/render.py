@@ -46,6 +46,9 @@ from cdc.mapping import dbz_names, rules
 from cdc.mapping.typemap import DEBEZIUM_VALUE_SETTINGS, TypeMapping, map_table
 
 HEARTBEAT_INTERVAL_MS = 10_000
+#: the connector's heartbeat.action.query (cdc.mirrors.rebuild writes it too, to move the slot on)
+HEARTBEAT_QUERY = (f"INSERT INTO {'.'.join(HEARTBEAT_TABLE)} (id, ts) VALUES (1, now()) "
+                   "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts")
 CHECKPOINT_INTERVAL = "10 s"
 FLUSH_ROWS = 100_000          # small box: ~100k rows per consuming segment
 FLUSH_TIME = "2h"
@@ -221,8 +224,6 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
         elif keyless:
             raise ConfigError(f"{t.qualified} has no primary key and no key override",
                               hint="add a primary key, or pass --key col1,col2")
-    heartbeat = (f"INSERT INTO {'.'.join(HEARTBEAT_TABLE)} (id, ts) VALUES (1, now()) "
-                 "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts")
     text = _render(
         "connectors/debezium-postgres.json.j2",
         name=names.connector_name(source.name), host=source.host, port=str(source.port), user=source.user,
@@ -233,7 +234,7 @@ def render_connector(source: Source, tables: list[TableInfo], *, kafka_bootstrap
         publication_autocreate_mode="disabled" if source.publication else "filtered",
         publish_via_partition_root=any(t.partition_oids is not None for t in tables),
         table_include_list=",".join(include), heartbeat_interval_ms=str(HEARTBEAT_INTERVAL_MS),
-        heartbeat_action_query=heartbeat, signal_data_collection=".".join(SIGNAL_TABLE),
+        heartbeat_action_query=HEARTBEAT_QUERY, signal_data_collection=".".join(SIGNAL_TABLE),
         value_settings=DEBEZIUM_VALUE_SETTINGS, replica_identity_autoset=",".join(autoset),
         reselect_columns=",".join(reselect), reselect_use_event_key="false",
         message_key_columns=";".join(msg_keys), topic_partitions=str(topic_partitions),

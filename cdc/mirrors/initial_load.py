@@ -153,14 +153,6 @@ def is_marker(value: dict[str, Any] | None) -> bool:
     return bool(value) and value.get("op") == MARKER_OP and "cdc_load" in value   # type: ignore[union-attr]
 
 
-def slot_pid(ctx: Context, src: Source) -> int | None:
-    """The pid of the walsender holding the source's slot now (None: no slot, or not held)."""
-    with catalog.connect(source_dsn(ctx, src)) as conn:
-        row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                           (names.slot_name(src.name),)).fetchone()
-    return row[0] if row else None
-
-
 def wait_streaming(ctx: Context, src: Source, spec: MirrorSpec, since: Any, say: Say, *,
                    pid_before: int | None = None) -> None:
     """Until the table is in the source's publication and the slot is consistent and streamed by

@@ -407,7 +407,7 @@ def _create(ctx: Context, plan: MirrorPlan, journal: rollback.Journal, kafka: An
     journal.register("connector", source=src.name, connector=cname)
     request: snapshot.Request | None = None
     since = _source_clock(ctx, src)
-    pid_before = initial_load.slot_pid(ctx, src) if start is not None else None
+    pid_before = slots.active_pid(source_dsn(ctx, src), src.name) if start is not None else None
     if previous:
         ctx.connect.put_config(cname, plan.connector)
         rollback.fault("connector_configured")

@@ -186,11 +186,9 @@ def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float =
 def _nudge(conn: Any) -> None:
     """Two commits to cdc's heartbeat table (what the connector's heartbeat writes): the
     second one's event carries the first one's position, past the target. Best effort."""
-    q = (f"INSERT INTO {'.'.join(names.HEARTBEAT_TABLE)} (id, ts) VALUES (1, now()) "
-         "ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts")
     try:
-        conn.execute(q)
-        conn.execute(q)
+        conn.execute(render.HEARTBEAT_QUERY)
+        conn.execute(render.HEARTBEAT_QUERY)
     except Exception:  # noqa: BLE001 - no heartbeat table or no right to write it: the connector's own heartbeat will do
         pass
 

@@ -33,6 +33,14 @@ def wal_status(dsn: str, source: str) -> str | None:
     return None if row is None else row[0]
 
 
+def active_pid(dsn: str, source: str) -> int | None:
+    """The pid of the walsender holding the source's slot now (None: no slot, or not held)."""
+    with catalog.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                           (names.slot_name(source),)).fetchone()
+    return None if row is None else row[0]
+
+
 LOST_HINT = ("Postgres invalidated the replication slot (max_slot_wal_keep_size): changes were lost. The "
              "reconciler (cdc serve) repairs it: new slot, fresh snapshot of every table of the source, keys "
              "Postgres no longer has removed (cdc/mirrors/slot_repair.py); without a daemon run `cdc mirror resync "
