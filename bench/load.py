@@ -18,7 +18,7 @@ source's first):
 
 200 changes/s of writes (bench/load_probes.Writer) run through both adds. Per phase: peak RSS
 of every process (VmHWM reset at the start of the phase, bench/load_probes.RssPeaks) and CPU per
-process (bench.harness.CpuWindow). Output: a table on stdout, bench/results/load-<date>.json
+process (bench.harness.CpuWindow). Output: a table on stdout, bench/results/load-<date>-<time>.json
 (named figures and ratios copy/debezium, copy/baseline) and bench/results/load.png.
 """
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             b.down()
         RESULTS.mkdir(parents=True, exist_ok=True)
         out["table"] = table(out) if out["sizes"] else ""
-        path = RESULTS / f"load-{dt.date.today().isoformat()}.json"
+        path = RESULTS / f"load-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
         path.write_text(json.dumps(jsonable(out), indent=2) + "\n")
         try:
             plot(out, RESULTS / "load.png")

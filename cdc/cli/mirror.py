@@ -191,9 +191,10 @@ def cmd_mirror_status(a: argparse.Namespace) -> int:
         if change:
             print(f"schema     last change {change['ts']}: {change['reason']}")
         if rb := st.get("rebuild"):
-            snap = rb.get("snapshot") or {}
+            snap = rb.get("copy") or rb.get("snapshot") or {}
+            how = "copy load" if rb.get("copy") else "snapshot"
             print(f"rebuild    generation {rb['serving_generation']} answers while {rb['generation']} fills "
-                  f"({rb['elapsed_s']}s): {rb['reason']}\n           snapshot {snap.get('state')} "
+                  f"({rb['elapsed_s']}s): {rb['reason']}\n           {how} {snap.get('state')} "
                   f"({snap.get('rows') or 0} rows read); job committed offset {rb.get('copied')} of {rb.get('change_topic_end')}")
         slot = st.get("slot") or {}
         if "error" in slot:
@@ -243,7 +244,9 @@ def _op(fn_name: str, a: argparse.Namespace) -> int:
     from cdc.mirrors import ops
     fn = getattr(ops, fn_name)
     if fn_name == "resync_and_wait":        # progress on stderr: stdout stays the result (--json)
-        result = fn(_ctx(), a.name, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        from cdc.cli.load_bar import LoadBar
+        bar = LoadBar(sys.stderr)
+        result = fn(_ctx(), a.name, progress=bar.say, on_load=bar.update if bar.tty else None)
     else:
         result = fn(_ctx(), a.name)
     print(json.dumps({"name": a.name, "action": a.mc, "result": result}, default=str) if a.json else
@@ -346,8 +349,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for verb, fn_name, helptext in (
             ("pause", "pause_mirror", "stop the Flink job with a savepoint; the change topic keeps filling"),
             ("resume", "resume_mirror", "restart the Flink job from its pause savepoint"),
-            ("resync", "resync_and_wait", "rebuild the mirror from a fresh snapshot (Debezium incremental snapshot "
-                                          "into a new generation, switched to when complete; no gap)"),
+            ("resync", "resync_and_wait", "rebuild the mirror from a fresh read of the table (the copy load, or "
+                                          "Debezium's incremental snapshot, into a new generation, switched to when "
+                                          "complete; no gap)"),
             ("restore", "restore_job", "restart a failed or missing Flink job from its newest checkpoint")):
         p = m.add_parser(verb, help=helptext)
         p.add_argument("name")

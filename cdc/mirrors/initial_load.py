@@ -211,8 +211,12 @@ def _warn_old_postgres(conn: Any, say: Say) -> None:
 
 
 def load(ctx: Context, src: Source, spec: MirrorSpec, table: TableInfo, start: Start, say: Say,
-         on_load: OnLoad | None = None) -> LoadProgress:
-    """Steps 3 and 4 of the module doc; returns the final progress (state done)."""
+         on_load: OnLoad | None = None, *, flat_topic: str | None = None, wait_open: bool = True,
+         cancel: Any = None) -> LoadProgress:
+    """Steps 3 and 4 of the module doc; returns the final progress (state done). flat_topic:
+    the mirror's (generation 0) unless given (a rebuild's, cdc.mirrors.rebuild_load, which also
+    has no open transactions to wait for: its table was published all along); cancel: a
+    threading.Event that stops the readers (LoadError)."""
     s, dsn = ctx.settings, source_dsn(ctx, src)
     p = LoadProgress(mirror=spec.name, seq=start.seq, start_offset=start.job_offset, workers=s.load_workers)
     reg_file = s.registry_file
@@ -229,7 +233,7 @@ def load(ctx: Context, src: Source, spec: MirrorSpec, table: TableInfo, start: S
     try:
         with catalog.connect(dsn) as conn:
             _warn_old_postgres(conn, say)
-            open_ = open_xacts.open_now(conn)
+            open_ = open_xacts.open_now(conn) if wait_open else []
             if open_:
                 def waiting(n: int, who: list[str]) -> None:
                     p.waiting_for = n
@@ -245,7 +249,8 @@ def load(ctx: Context, src: Source, spec: MirrorSpec, table: TableInfo, start: S
         query = flat_sql.select(spec, table, seq=start.seq, source_ts_ms=int(time.time() * 1000))
         keys = render.key_columns(spec, table)
         key_fields = [m.name for k in keys for m in map_table(table) if m.column == k]
-        target = copy_load.Target(s.kafka_bootstrap, names.flat_topic(spec.name), names.dead_letter_topic(spec.name),
+        target = copy_load.Target(s.kafka_bootstrap, flat_topic or names.flat_topic(spec.name),
+                                  names.dead_letter_topic(spec.name),
                                   key_fields, keys, start.seq_base)
         p.state, p.chunks_total, p.started_at = "loading", len(ranges), time.time()
         ctx.registry.record_event(spec.name, EVENT_STARTED, f"{len(ranges)} range(s) of {pages} pages, "
@@ -256,6 +261,8 @@ def load(ctx: Context, src: Source, spec: MirrorSpec, table: TableInfo, start: S
         show(force=True)
 
         def tick(c: copy_load.Counters) -> None:
+            if cancel is not None and cancel.is_set():
+                raise copy_load.LoadError(f"the load of {spec.qualified} was cancelled")
             p.rows, p.dead_letters, p.chunks_done = c.rows, c.dead_letters, c.chunks_done
             show()
         done = copy_load.run(dsn, query, ranges, target, workers=s.load_workers, on_tick=tick)

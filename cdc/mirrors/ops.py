@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cdc.clients import flink
@@ -238,12 +239,15 @@ def resume_mirror(ctx: service.Context, name: str) -> str:
 RESYNC_TIMEOUT_S = 3600.0
 
 
-def resync_mirror(ctx: service.Context, name: str) -> str:
-    """Rebuild the mirror from a fresh snapshot without a gap (cdc.mirrors.rebuild: the next
-    generation is filled from Debezium's incremental snapshot of the table plus the live
-    stream while the current one answers, then switched to). Keys Postgres no longer has
-    simply never reach the new generation. Returns once the rebuild has begun; the reconciler
-    (`cdc serve`) or resync_and_wait() finishes it.
+def resync_mirror(ctx: service.Context, name: str, *, wait_load: bool = False,
+                  progress: Callable[[str], None] = lambda _m: None, on_load: Any = None) -> str:
+    """Rebuild the mirror from a fresh read of the table without a gap (cdc.mirrors.rebuild:
+    the next generation is filled by the copy load (cdc.mirrors.rebuild_load; Debezium's
+    incremental snapshot with CDC_INITIAL_LOAD=debezium or for a table the copy load cannot
+    serve) plus the live stream while the current one answers, then switched to). Keys
+    Postgres no longer has simply never reach the new generation. Returns once the rebuild has
+    begun (with `wait_load`, once the copy load has read the table, its progress shown); the
+    reconciler (`cdc serve`) or resync_and_wait() finishes it.
 
     When the source's replication slot is lost, streaming cannot resume from it: the whole
     source is repaired instead (cdc.mirrors.slot_repair: new slot, fresh snapshot of its
@@ -262,22 +266,24 @@ def resync_mirror(ctx: service.Context, name: str) -> str:
     if cur.gone:
         raise ConflictError(f"mirror {name} cannot be resynced: {cur.gone}",
                             hint=f"cdc mirror remove {name}, then add the table under its current name")
-    rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes)   # supersedes dead letters
-    ctx.registry.record_event(name, "resync", f"rebuild into generation {rb.generation}: incremental snapshot of "
-                                              f"{rec.spec.qualified} (signal {rb.signal_id})")
-    return f"rebuilding into generation {rb.generation} (signal {rb.signal_id})"
+    rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes, progress,   # supersedes dead letters
+                       background=not wait_load, on_load=on_load)
+    how = "copy load" if rb.load == "copy" else f"incremental snapshot (signal {rb.signal_id})"
+    ctx.registry.record_event(name, "resync", f"rebuild into generation {rb.generation}: {how} of {rec.spec.qualified}")
+    return f"rebuilding into generation {rb.generation} ({how})"
 
 
 def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], None] = lambda _m: None,
-                    timeout: float = RESYNC_TIMEOUT_S) -> str:
-    """resync_mirror(), then drive the rebuild until the new generation answers."""
+                    timeout: float = RESYNC_TIMEOUT_S, on_load: Any = None) -> str:
+    """resync_mirror() with the copy load run here (its progress shown), then drive the
+    rebuild until the new generation answers."""
     from cdc.mirrors import rebuild
     deadline = time.monotonic() + timeout
     while True:
         try:
-            started = resync_mirror(ctx, name)
+            started = resync_mirror(ctx, name, wait_load=True, progress=progress, on_load=on_load)
             break
-        except rebuild.RebuildDeferred as exc:       # another snapshot runs on the connector
+        except rebuild.RebuildDeferred as exc:       # another snapshot runs, or the connector lags
             if time.monotonic() > deadline:
                 raise
             progress(f"mirror {name}: {exc.message}")

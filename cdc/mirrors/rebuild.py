@@ -9,16 +9,20 @@ Pinot REALTIME table <m>_g<N+1>) is made while generation N keeps answering:
 
 1. start(): once the connector has streamed the WAL written before the rebuild began (else
    it is deferred), the rebuild is recorded (so a crash leaves something the reconciler finishes
-   or undoes), then the new flat topic and Pinot table, then J = the change topic's end offset,
-   committed as the start of a fresh consumer group, then the job (the table's columns as the
-   catalog has them now, from offset J), then Debezium's incremental snapshot of the table.
-2. step() (every reconciler pass): keeps the job alive; once the snapshot is done and the job
-   has committed past the change topic's end offset as it was then, switch().
+   or undoes), then the new flat topic and Pinot table, then J, committed as the start of a
+   fresh consumer group. With the copy load (the default where the table allows it;
+   cdc.mirrors.rebuild_load, which argues its exactness) J follows a marker appended to the
+   change topic and the load reads the rows; the job comes in step(). With Debezium's snapshot
+   J = the change topic's end offset, then the job (the table's columns as the catalog has them
+   now, from offset J), then Debezium's incremental snapshot of the table (argued below).
+2. step() (every reconciler pass): keeps the job alive (submits it once a copy load is done);
+   once the rows are read and the job has committed past the change topic's end offset as it
+   was then, switch().
 3. switch(): the logical table <m> is routed to <m>_g<N+1> (one controller call), the registry
    names generation N+1 (in-process readers follow the registry: one write), then generation
    N's job, Pinot table and flat topic are removed.
 
-Why generation N+1 is exact. Every row that exists when the snapshot reads its chunk is read
+Why generation N+1 is exact (Debezium's snapshot; the copy load: cdc.mirrors.rebuild_load). Every row that exists when the snapshot reads its chunk is read
 (Debezium's incremental snapshot: DBLog watermarks, a chunk row that changed inside the
 window is dropped in favour of the streamed change), and the signal is written after J was
 taken, so every chunk read and every streamed change it competes with sits at an offset >= J.
@@ -49,7 +53,7 @@ from cdc.core import names
 from cdc.core.errors import CdcError, ConflictError, first_line
 from cdc.core.models import MirrorSpec, TableInfo
 from cdc.mapping import dbz_names, render
-from cdc.mirrors import snapshot
+from cdc.mirrors import rebuild_load, snapshot
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.registry import Deployment, MirrorRecord, Rebuild
 from cdc.mirrors.sources import get_source
@@ -93,19 +97,24 @@ def pinot_spec(spec: MirrorSpec, generation: int) -> MirrorSpec:
 
 
 def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dict[str, int] | None,
-          progress: Progress = lambda _m: None) -> Rebuild:
+          progress: Progress = lambda _m: None, *, load: str | None = None, background: bool = True,
+          on_load: Any = None, attempts: int = 0) -> Rebuild:
     """Begin filling the next generation with `table` (its columns as the catalog has them now,
-    cdc.mirrors.schema_change.current_of), a rebuild already in flight abandoned first."""
+    cdc.mirrors.schema_change.current_of), a rebuild already in flight abandoned first. The rows
+    come from the copy load (cdc.mirrors.rebuild_load; `load` or CDC_INITIAL_LOAD, where the
+    table allows it), run in a thread when `background`, else here (a failure then undoes the
+    rebuild and raises), or from Debezium's incremental snapshot."""
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None:
         raise ConflictError(f"mirror {name} has no recorded deployment to rebuild",
                             hint="let the reconciler record it: run `cdc serve` for a few seconds")
     render.render_flink_sql(rec.spec, table, kafka_bootstrap="x:1", change_topic="x", flat_topic="x",
                             group_id="x")          # the new shape renders (a ConfigError otherwise)
+    mode, why_not_copy = rebuild_load.mode_for(load, ctx.settings.initial_load, rec.spec, table)
     src = get_source(ctx, rec.spec.source)
     cname = names.connector_name(src.name)
     _wait_streamed_up_to_now(ctx, src, name)
-    if snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
+    if mode == rebuild_load.DEBEZIUM and snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
         # Debezium would queue ours behind it, and that scan's completion could pass for ours
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
                               hint="`cdc mirror status` shows it; the reconciler (`cdc serve`) starts the rebuild then")
@@ -117,29 +126,52 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     assert dep is not None
     kafka, ctopic = _kafka(ctx), _change_topic(rec)
     group = f"{names.flink_group(name)}-g{gen}-{int(time.time() * 1000)}"    # no offsets committed yet
-    rb = Rebuild(generation=gen, table=table, filenodes=filenodes, group_id=group,
-                 start_offset=kafka.end_offsets(ctopic).get(0, 0), started_at=time.time(), reason=reason,
-                 notes_from=snapshot.prepare(ctx, src)[0])
+    rb = Rebuild(generation=gen, table=table, filenodes=filenodes, group_id=group, start_offset=-1,
+                 started_at=time.time(), reason=reason, load=mode, attempts=attempts)
     ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
     topic = names.flat_topic(name, gen)
-    progress(f"rebuild {name}: generation {gen} ({reason}); flat topic {topic}")
+    progress(f"rebuild {name}: generation {gen} ({reason}); flat topic {topic}; rows by "
+             + ("the copy load" if mode == rebuild_load.COPY else f"Debezium's incremental snapshot{why_not_copy and f' ({why_not_copy})'}"))
     kafka.ensure_topic(topic, ctx.settings.flat_topic_partitions, render.TOPIC_CONFIG)
     if pinot_enabled(ctx)[0]:
         spec = pinot_spec(rec.spec, gen)
         ctx.controller.add_schema(render.render_pinot_schema(spec, table), override=True)
         ctx.controller.add_table(render.render_pinot_table(spec, table, kafka_bootstrap=ctx.settings.kafka_bootstrap,
                                                            flat_topic=topic))
+    if mode == rebuild_load.COPY:
+        j = rebuild_load.mark(ctx, rec, ctopic).job_offset     # after every change committed before the start
+    else:
+        j = kafka.end_offsets(ctopic).get(0, 0)
+        rb = rb.model_copy(update={"notes_from": snapshot.prepare(ctx, src)[0]})
+    rb = rb.model_copy(update={"start_offset": j})
+    ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
     kafka.commit(rb.group_id, ctopic, rb.start_offset)     # the job starts exactly at J
-    rb = _submit(ctx, rec, rb)
     _supersede_dead_letters(ctx, name, rb)
+    if mode == rebuild_load.COPY:
+        _record_started(ctx, name, rb, ctopic, topic, f"copy load, rows at __seq of offset {j - 1}")
+        if background:
+            rebuild_load.launch(ctx, name, rb, progress)
+        else:
+            try:
+                rebuild_load.run(ctx, name, rb, progress, on_load)
+            except BaseException as exc:
+                abort(ctx, name, f"its load failed: {first_line(exc, 200)}", progress)
+                raise
+        return rb
+    rb = _submit(ctx, rec, rb)
     rb = rb.model_copy(update={"signal_id": snapshot.send_signal(ctx, src, [(rec.spec.schema_name,
                                                                              rec.spec.table_name)])})
     ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
-    ctx.registry.record_event(name, EVENT_STARTED,
-                              f"generation {gen}: {reason}; job {rb.job_id} reads {ctopic} from offset "
-                              f"{rb.start_offset} into {topic}; incremental snapshot (signal {rb.signal_id}); "
-                              f"columns [{', '.join(_columns(table))}]")
+    _record_started(ctx, name, rb, ctopic, topic, f"incremental snapshot (signal {rb.signal_id})"
+                    + (f": {why_not_copy}" if why_not_copy else ""))
     return rb
+
+
+def _record_started(ctx: Context, name: str, rb: Rebuild, ctopic: str, topic: str, rows: str) -> None:
+    ctx.registry.record_event(name, EVENT_STARTED,
+                              f"generation {rb.generation}: {rb.reason}; job {rb.job_id or '(after the load)'} reads "
+                              f"{ctopic} from offset {rb.start_offset} into {topic}; {rows}; "
+                              f"columns [{', '.join(_columns(table=rb.table))}]")
 
 
 #: mirror -> the WAL position its rebuild waits for the connector to confirm (kept across the
@@ -193,8 +225,8 @@ def _nudge(conn: Any) -> None:
         pass
 
 
-def _columns(t: TableInfo) -> list[str]:
-    return [f"{c.name} {c.type_name}" for c in sorted(t.columns, key=lambda c: c.position)]
+def _columns(table: TableInfo) -> list[str]:
+    return [f"{c.name} {c.type_name}" for c in sorted(table.columns, key=lambda c: c.position)]
 
 
 class RebuildDeferred(CdcError):
@@ -245,6 +277,10 @@ def snapshot_progress(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> snapshot.
     return snapshot.fold(dbz_names.identifier(rec.spec.schema_name, rec.spec.table_name), notes)
 
 
+_LOAD_KEYS = ("rows", "estimate", "rows_per_s", "eta_s", "elapsed_s", "chunks_done", "chunks_total", "dead_letters",
+              "reason")
+
+
 def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
     """The rebuild in flight, for `mirror status` / REST / metrics (None: none)."""
     dep = rec.deployment
@@ -254,9 +290,14 @@ def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
     out: dict[str, Any] = {"generation": rb.generation, "serving_generation": dep.generation, "reason": rb.reason,
                            "started_at": rb.started_at, "elapsed_s": round(time.time() - rb.started_at, 1),
                            "job": rb.job_id, "start_offset": rb.start_offset}
+    out["load"] = rb.load
     try:
-        p = snapshot_progress(ctx, rec, rb)
-        out["snapshot"] = {"state": p.state, "rows": p.rows}
+        if rb.load == rebuild_load.COPY:
+            st, lp = rebuild_load.phase(ctx, rec, rb)
+            out["copy"] = {"state": st, **({k: v for k, v in lp.as_dict().items() if k in _LOAD_KEYS} if lp else {})}
+        else:
+            p = snapshot_progress(ctx, rec, rb)
+            out["snapshot"] = {"state": p.state, "rows": p.rows}
         out["copied"] = _kafka(ctx).committed(rb.group_id, _change_topic(rec))
         out["change_topic_end"] = _kafka(ctx).end_offsets(_change_topic(rec)).get(0, 0)
     except Exception as exc:  # noqa: BLE001 - progress is best effort; the rebuild itself is not affected
@@ -273,10 +314,16 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
         return "noop", "no rebuild in flight"
     rb = rec.deployment.rebuild
-    if rb.job_id is None or rb.signal_id is None:     # a start cut off half-way: begin again
+    if rb.load == rebuild_load.COPY and rb.job_id is None:
+        got = _after_load(ctx, rec, rb, progress)
+        if isinstance(got, tuple):
+            return got
+        rec, rb = ctx.registry.get_mirror(name) or rec, got
+    elif rb.load != rebuild_load.COPY and (rb.job_id is None or rb.signal_id is None):   # a start cut off: again
         if time.time() - rb.started_at < 60:
             return "noop", "rebuild starting"
         return _restart(ctx, name, f"restarted (the previous start was cut off): {rb.reason}", rb, progress)
+    assert rec.deployment is not None and rb.job_id is not None
     state = ctx.jobmanager.job_state(rb.job_id)
     if state not in ALIVE_JOB_STATES and rb.resubmits >= MAX_RESUBMITS:
         abort(ctx, name, f"its job ended {rb.resubmits + 1} times ({state or 'missing'}; `cdc stack logs flink` says "
@@ -288,14 +335,15 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
         ctx.registry.record_event(name, EVENT_PROGRESS, f"generation {rb.generation}: job was {state or 'missing'}, "
                                                         f"resubmitted as {rb.job_id}")
         return "done", f"rebuild job resubmitted ({state or 'missing'})"
-    p = snapshot_progress(ctx, rec, rb)
-    if p.state == "failed":
-        return _restart(ctx, name, f"restarted: the snapshot failed ({p.reason}); {rb.reason}", rb, progress)
-    if p.state != "done":
-        if p.state == "requested" and time.time() - rb.started_at > RESTART_AFTER_S and _connector_running(ctx, rec):
-            return _restart(ctx, name, f"restarted: no sign of the snapshot after {RESTART_AFTER_S:.0f}s; {rb.reason}",
-                            rb, progress)
-        return "noop", f"generation {rb.generation}: snapshot {p.state}"
+    if rb.load != rebuild_load.COPY:
+        p = snapshot_progress(ctx, rec, rb)
+        if p.state == "failed":
+            return _restart(ctx, name, f"restarted: the snapshot failed ({p.reason}); {rb.reason}", rb, progress)
+        if p.state != "done":
+            if p.state == "requested" and time.time() - rb.started_at > RESTART_AFTER_S and _connector_running(ctx, rec):
+                return _restart(ctx, name, f"restarted: no sign of the snapshot after {RESTART_AFTER_S:.0f}s; "
+                                           f"{rb.reason}", rb, progress)
+            return "noop", f"generation {rb.generation}: snapshot {p.state}"
     kafka, ctopic = _kafka(ctx), _change_topic(rec)
     if rb.target_offset is None:      # every snapshot read and change so far is at or below it
         rb = rb.model_copy(update={"target_offset": last_data_offset(ctx.settings.kafka_bootstrap, ctopic)})
@@ -305,8 +353,34 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
                written_offset(ctx.settings.kafka_bootstrap, names.flat_topic(name, rb.generation),
                               render.seq_base(rec.deployment.seq_epoch)))
     if done < target:
-        return "noop", f"generation {rb.generation}: snapshot read, job at change offset {done} of {target}"
+        return "noop", f"generation {rb.generation}: rows read, job at change offset {done} of {target}"
     return switch(ctx, name, progress)
+
+
+def _after_load(ctx: Context, rec: MirrorRecord, rb: Rebuild, progress: Progress) -> Rebuild | tuple[str, str]:
+    """A copy-loaded rebuild without its job yet: the job once the load is done (the result:
+    the rebuild with it), else what step() returns (loading; or the rebuild restarted after a
+    failed or lost load, abandoned with the mirror in error after MAX_RESUBMITS of them)."""
+    from cdc.mirrors import load_progress
+    st, p = rebuild_load.phase(ctx, rec, rb)
+    if st == "loading":
+        return "noop", f"generation {rb.generation}: " + (load_progress.line(p) if p else "load starting")
+    if st in ("failed", "lost"):
+        why = (p.reason if p and p.reason else "failed") if st == "failed" else \
+            f"its process ended (no progress for {rebuild_load.LOAD_STALE_S:.0f}s)"
+        if rb.attempts + 1 >= MAX_RESUBMITS:
+            abort(ctx, rec.name, f"its load failed {rb.attempts + 1} times, last: {why}", progress)
+            ctx.registry.update_mirror(rec.name, state="error")
+            return "done", f"rebuild abandoned: its load keeps failing ({why})"
+        try:
+            new = start(ctx, rec.name, f"restarted (the load {st}: {why}): {rb.reason}", rb.table, rb.filenodes,
+                        progress, load=rebuild_load.COPY, attempts=rb.attempts + 1)
+        except RebuildDeferred as exc:
+            return "noop", exc.message
+        return "done", f"rebuild restarted as generation {new.generation} (the load {st}: {why})"
+    assert rec.deployment is not None
+    rb = _submit(ctx, rec, rb.model_copy(update={"loaded_at": time.time()}))
+    return rb
 
 
 def _consumer(bootstrap: str) -> Any:
@@ -416,6 +490,7 @@ def abort(ctx: Context, name: str, why: str, progress: Progress = lambda _m: Non
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
         return
     rb = rec.deployment.rebuild
+    rebuild_load.stop(name)
     _drop_generation(ctx, rec, rb.generation)
     ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": None}))
     ctx.registry.record_event(name, EVENT_ABORTED, f"generation {rb.generation}: {why}")

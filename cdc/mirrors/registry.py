@@ -97,8 +97,10 @@ def _now_iso() -> str:
 
 class Rebuild(BaseModel):
     """A rebuild in flight (cdc.mirrors.rebuild): generation `generation` is being filled by job
-    `job_id` (consumer group `group_id`, from change-topic offset `start_offset`) plus the
-    incremental snapshot `signal_id`, while the deployed generation keeps answering."""
+    `job_id` (consumer group `group_id`, from change-topic offset `start_offset`) plus the table's
+    rows, read by the copy load (`load` "copy", cdc.mirrors.rebuild_load: marker at
+    start_offset - 1) or by Debezium's incremental snapshot `signal_id` ("debezium"), while the
+    deployed generation keeps answering."""
 
     generation: int
     table: TableInfo
@@ -114,6 +116,9 @@ class Rebuild(BaseModel):
     target_offset: int | None = None
     notes_from: int = 0          # the notification topic's end when the snapshot was requested
     resubmits: int = 0           # times its job was found ended and submitted again
+    load: str = "debezium"       # how the rows are read: "copy" | "debezium"
+    loaded_at: float | None = None   # copy: when the load ended (the job is submitted then)
+    attempts: int = 0            # rebuilds of this change begun before this one (failed loads)
 
 
 class Deployment(BaseModel):

@@ -79,6 +79,7 @@ class Case:
     id: str
     ddl: str              # {t} = the table
     action: str           # the reconciler action that follows it
+    load: str = "copy"    # how a rebuild reads the rows (CDC_INITIAL_LOAD)
 
 
 CASES = [
@@ -92,6 +93,8 @@ CASES = [
     Case("int_to_text", "ALTER TABLE {t} ALTER COLUMN c TYPE text USING 'c=' || c", reconcile.REBUILD),
     Case("varchar_to_text", "ALTER TABLE {t} ALTER COLUMN s TYPE text", reconcile.SCHEMA_IN_PLACE),
     Case("truncate", "TRUNCATE {t}", reconcile.REBUILD),
+    Case("truncate_debezium", "TRUNCATE {t}", reconcile.REBUILD, load="debezium"),
+    Case("rename_column_debezium", "ALTER TABLE {t} RENAME COLUMN v TO w", reconcile.REBUILD, load="debezium"),
 ]
 
 
@@ -112,7 +115,8 @@ def _table(pg: psycopg.Connection) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, settings: Settings,
-                                  case: Case) -> None:
+                                  case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctx.settings, "initial_load", case.load)     # the add and the rebuild
     t = _table(pg)
     name = service.add_mirror(ctx, "public", t, progress=lambda _m: None).name
     writer = reader = None
@@ -151,7 +155,7 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
         assert case.action in kinds, kinds
         assert not reader.errors
         assert counts
-        if case.id == "truncate":
+        if case.id.startswith("truncate"):
             # the old generation answers (>= before) until the switch; then the new one, never
             # empty (rows are inserted all along) and never more rows than Postgres has
             old = [n for n, g in zip(counts, reader.generations) if g == 0]
@@ -164,8 +168,10 @@ def test_mirror_follows_the_table(ctx: service.Context, pg: psycopg.Connection, 
         if case.action == reconcile.REBUILD:
             assert rec.generation >= 1
             assert seen and seen[0]["generation"] == 1 and seen[0]["serving_generation"] == 0, seen
-            events = [e.action for e in ctx.registry.list_events(name, limit=50)]
-            assert "rebuild_switched" in events, events
+            events = ctx.registry.list_events(name, limit=50)
+            assert "rebuild_switched" in [e.action for e in events], events
+            started = next(e for e in events if e.action == "rebuild_started")
+            assert ("copy load" if case.load == "copy" else "incremental snapshot") in started.reason, started.reason
         st = service.mirror_status(ctx, name)
         assert st["state"] == "running" and st["schema"]["last_change"] is not None
     finally:

@@ -1,0 +1,146 @@
+"""A rebuild's rows by the copy load: generation N+1 filled by parallel COPY readers.
+
+`cdc mirror resync` and the rebuilds of schema changes (cdc.mirrors.rebuild) read the table's
+existing rows the way `mirror add` does (CDC_INITIAL_LOAD=copy, the default;
+cdc.mirrors.initial_load), not through Debezium's incremental snapshot, when the table allows
+it (cdc.mapping.flat_sql.refusal) -- ~6x faster here (bench/README.md "Initial load").
+
+Order (rebuild.start, then rebuild.step on every reconciler pass):
+  1. start: the connector has confirmed the WAL written before the rebuild began
+     (rebuild._wait_streamed_up_to_now; else the rebuild is deferred);
+  2. start: a marker appended to the change topic at offset M; generation N+1's fresh
+     consumer group committed at J = M + 1;
+  3. the load: every row, rendered by Postgres as the flat record the job would write, with
+     __seq = seq_base + M, into cdc.flat.<m>.g<N+1>; inline (`cdc mirror resync`, which shows
+     its progress) or in a thread of the daemon (a schema change), so other mirrors' passes
+     go on; its progress is the mirror's load progress file (cdc.mirrors.load_progress);
+  4. step: once the load is done, the job, from J; the change topic's last data record then
+     is the target;
+  5. step: the switch, once the job has written the target (rebuild.switch).
+
+Why generation N+1 is exact, per key k. The table was in the publication all along, so every
+write to it is published, and the change topic holds its events in commit order.
+* Every change committed before the rebuild began is below M (1: the connector confirms a
+  position once Kafka acknowledged its events, and M is appended after). The DDL that caused
+  the rebuild is among them, and ALTER TABLE's ACCESS EXCLUSIVE lock lets no write of the old
+  shape commit after it: every event above M has the columns the job is rendered with.
+* Let w be k's last write. If its event is above M, the job writes it with __seq =
+  seq_base + offset > seq_base + M, and nothing later for k exists: Pinot's upsert keeps it
+  (a delete included). If w's event is below M, w committed before the marker was appended,
+  so before every reader took its snapshot (after 2): the load read k's final state, the row
+  or its absence, and no event of k sits above M. A key absent from Postgres is never written:
+  the topic starts empty, which is what TRUNCATE needs (its rows' inserts are below M, and the
+  TRUNCATE, which Debezium skips, needs no event).
+* A key read twice (moved by an update during the load) changed after a reader's snapshot,
+  so after M: its streamed change wins.
+* Kafka compaction keeps a key's last record: the job starts once Kafka acknowledged every
+  loaded record (4), so a key's loaded record precedes its streamed ones.
+A load that fails, or whose process died (its progress file not updated for LOAD_STALE_S),
+restarts the rebuild (a new generation) up to rebuild.MAX_RESUBMITS times, then the mirror
+goes to state error naming the load's failure; `cdc mirror resync` undoes its rebuild and
+says why.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from cdc.core import names
+from cdc.core.models import MirrorSpec, TableInfo
+from cdc.mapping import flat_sql
+from cdc.mirrors import initial_load, load_progress
+from cdc.mirrors.context import Context, context
+from cdc.mirrors.load_progress import LoadProgress
+from cdc.mirrors.registry import MirrorRecord, Rebuild
+from cdc.mirrors.sources import get_source
+
+COPY, DEBEZIUM = initial_load.COPY, initial_load.DEBEZIUM
+#: a load whose progress file has not moved this long is taken for dead (its process ended)
+LOAD_STALE_S = 90.0
+#: mirror -> (its load's thread, the event that cancels it), loads running in this process
+_RUNNING: dict[str, tuple[threading.Thread, threading.Event]] = {}
+_LOCK = threading.Lock()
+
+
+def mode_for(requested: str | None, setting: str, spec: MirrorSpec, table: TableInfo) -> tuple[str, str]:
+    """(COPY | DEBEZIUM, why Debezium when copy was asked for)."""
+    mode = requested or setting
+    if mode not in initial_load.MODES:
+        from cdc.core.errors import CdcError
+        raise CdcError(f"unknown initial load {mode!r}", hint=f"use one of {', '.join(initial_load.MODES)}")
+    if mode == DEBEZIUM:
+        return DEBEZIUM, ""
+    why = flat_sql.refusal(spec, table)
+    return (DEBEZIUM, f"the copy load cannot serve this table: {why}") if why else (COPY, "")
+
+
+def mark(ctx: Context, rec: MirrorRecord, change_topic: str) -> initial_load.Start:
+    """Step 2's marker (offset M) in the change topic, with the serving deployment's __seq epoch."""
+    assert rec.deployment is not None
+    return initial_load.mark(ctx.settings.kafka_bootstrap, rec.spec, change_topic, rec.deployment.seq_epoch)
+
+
+def _start_of(rb: Rebuild, epoch: int) -> initial_load.Start:
+    from cdc.mapping import render
+    base = render.seq_base(epoch)
+    return initial_load.Start(marker_offset=rb.start_offset - 1, seq=base + rb.start_offset - 1, seq_base=base)
+
+
+def run(ctx: Context, name: str, rb: Rebuild, say: Any, on_load: Any = None, cancel: Any = None) -> LoadProgress:
+    """Step 3, here and now: the table's rows into generation rb.generation's flat topic."""
+    rec = ctx.registry.get_mirror(name)
+    assert rec is not None and rec.deployment is not None
+    src = get_source(ctx, rec.spec.source)
+    return initial_load.load(ctx, src, rec.spec, rb.table, _start_of(rb, rec.deployment.seq_epoch), say, on_load,
+                             flat_topic=names.flat_topic(name, rb.generation), wait_open=False, cancel=cancel)
+
+
+def launch(ctx: Context, name: str, rb: Rebuild, say: Any) -> None:
+    """Step 3 in a thread of this process (its own registry connection); rebuild.step picks the
+    outcome up from the progress file."""
+    cancel = threading.Event()
+
+    def body() -> None:
+        own = context(ctx.settings)
+        try:
+            run(own, name, rb, say, cancel=cancel)
+        except Exception:  # noqa: BLE001 - recorded (load_failed event, progress file); step() restarts
+            pass
+        finally:
+            own.close()
+            with _LOCK:
+                if _RUNNING.get(name, (None,))[0] is threading.current_thread():
+                    del _RUNNING[name]
+    t = threading.Thread(target=body, name=f"cdc-rebuild-load-{name}", daemon=True)
+    with _LOCK:
+        stop(name)
+        _RUNNING[name] = (t, cancel)
+    t.start()
+
+
+def stop(name: str) -> None:
+    """Cancel this process' load of `name`, if any (the rebuild was abandoned or superseded)."""
+    got = _RUNNING.get(name)
+    if got is not None:
+        got[1].set()
+
+
+def phase(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> tuple[str, LoadProgress | None]:
+    """Where the rebuild's load is: "loading" (waiting or reading), "done", "failed" (reason in
+    the progress) or "lost" (its process ended without a word)."""
+    p = load_progress.read(ctx.settings.registry_file, rec.name)
+    ours = p is not None and p.start_offset == rb.start_offset and p.started_at >= rb.started_at - 1
+    here = _RUNNING.get(rec.name)
+    alive = here is not None and here[0].is_alive()
+    if not ours:
+        if alive or time.time() - rb.started_at < LOAD_STALE_S:
+            return "loading", None          # not begun writing its progress yet
+        return "lost", None
+    assert p is not None
+    if p.state in ("done", "failed"):
+        return p.state, p
+    if alive or time.time() - p.updated_at < LOAD_STALE_S:
+        return "loading", p
+    return "lost", p
