@@ -93,50 +93,66 @@ class RssPeaks:
         return {k: round(v / 1024, 1) for k, v in sorted(self.peaks.items())}
 
 
-class Writer(threading.Thread):
-    """`rate` single-statement transactions per second on a LoadGen-shaped table until stopped."""
+def _write(dsn: str, schema: str, table: str, rows: int, rate: float, seed: int, stop: Any, done: Any,
+           elapsed: Any, errors: Any) -> None:
+    """The writer process' body: one single-statement transaction at a time, paced to `rate`."""
+    t, rng = sql.Identifier(schema, table), random.Random(seed)
+    try:
+        with catalog.connect(dsn) as conn:
+            next_id = int(conn.execute(sql.SQL("SELECT COALESCE(max(id), 0) FROM {}").format(t)).fetchone()[0]) + 1_000_000
+            t0, n = time.monotonic(), 0
+            while not stop.is_set():
+                op, k = rng.random(), rng.randint(1, rows)
+                if op < 0.6:
+                    conn.execute(sql.SQL("UPDATE {} SET qty = qty + 1, updated_at = now() WHERE id = %s").format(t), (k,))
+                elif op < 0.9:
+                    next_id += 1
+                    conn.execute(sql.SQL("INSERT INTO {} (id, name, amount, qty, updated_at, attrs) VALUES "
+                                         "(%s, 'w', 1.5, 1, now(), '{{}}')").format(t), (next_id,))
+                else:
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(t), (k,))
+                n += 1
+                done.value = n
+                elapsed.value = time.monotonic() - t0
+                time.sleep(max(0.0, t0 + n / rate - time.monotonic()))
+    except Exception as exc:  # noqa: BLE001 - reported in the results
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+class Writer:
+    """`rate` single-statement transactions per second on a LoadGen-shaped table until stopped,
+    from a process of its own (an application's writes: in the benchmark's process they would
+    wait for the GIL behind the load's threads and fall short of the rate)."""
 
     def __init__(self, dsn: str, schema: str, table: str, rows: int, rate: float = 200.0, seed: int = 11) -> None:
-        super().__init__(daemon=True)
-        self.dsn, self.t, self.rows, self.rate = dsn, sql.Identifier(schema, table), rows, rate
-        self.rng, self.next_id = random.Random(seed), 0
-        self.stop, self.done, self.error = threading.Event(), 0, None
-        self.elapsed = 0.0
+        import multiprocessing
+        mp = multiprocessing.get_context("spawn")
+        self.stop, self._done, self._elapsed, self._errors = mp.Event(), mp.Value("q", 0), mp.Value("d", 0.0), mp.Queue()
+        self._proc = mp.Process(target=_write, name="bench-writer", daemon=True,
+                                args=(dsn, schema, table, rows, rate, seed, self.stop, self._done, self._elapsed,
+                                      self._errors))
+        self.error: str | None = None
 
-    def run(self) -> None:
-        try:
-            with catalog.connect(self.dsn) as conn:
-                self.next_id = int(conn.execute(sql.SQL("SELECT COALESCE(max(id), 0) FROM {}").format(self.t))
-                                   .fetchone()[0]) + 1_000_000
-                t0 = time.monotonic()
-                while not self.stop.is_set():
-                    op, k = self.rng.random(), self.rng.randint(1, self.rows)
-                    if op < 0.6:
-                        conn.execute(sql.SQL("UPDATE {} SET qty = qty + 1, updated_at = now() WHERE id = %s")
-                                     .format(self.t), (k,))
-                    elif op < 0.9:
-                        self.next_id += 1
-                        conn.execute(sql.SQL("INSERT INTO {} (id, name, amount, qty, updated_at, attrs) VALUES "
-                                             "(%s, 'w', 1.5, 1, now(), '{{}}')").format(self.t), (self.next_id,))
-                    else:
-                        conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(self.t), (k,))
-                    self.done += 1
-                    time.sleep(max(0.0, t0 + self.done / self.rate - time.monotonic()))
-                self.elapsed = time.monotonic() - t0
-        except Exception as exc:  # noqa: BLE001 - reported in the results
-            self.error = f"{type(exc).__name__}: {exc}"
+    @property
+    def done(self) -> int:
+        return int(self._done.value)
 
     def result(self) -> dict[str, Any]:
-        return {"changes": self.done, "achieved_rate": round(self.done / self.elapsed, 1) if self.elapsed else None,
+        elapsed = self._elapsed.value
+        return {"changes": self.done, "achieved_rate": round(self.done / elapsed, 1) if elapsed else None,
                 "error": self.error}
 
     def __enter__(self) -> Writer:
-        self.start()
+        self._proc.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
-        self.join(10)
+        self._proc.join(15)
+        if self._proc.is_alive():
+            self._proc.kill()
+        if not self._errors.empty():
+            self.error = self._errors.get_nowait()
 
 
 def copy_baseline(dsn: str, schema: str, table: str) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,14 +134,27 @@ def run(dsn: str, query: str, ranges: list[tuple[int, int | None]], target: Targ
             if on_tick:
                 on_tick(counters)
     except BaseException:
-        stop.set()
+        _halt(stop, threads, producer)
         raise
     if counters.errors:
+        _halt(stop, threads, producer)
         raise LoadError(f"the initial load failed: {counters.errors[0]}",
-                        hint="see the error; `--load debezium` uses Debezium's snapshot instead")
+                        hint="see the error; Debezium's snapshot reads the rows instead with `mirror add --load "
+                             "debezium` or CDC_INITIAL_LOAD=debezium (resync and rebuilds)")
     if on_tick:
         on_tick(counters)
     return counters
+
+
+def _halt(stop: threading.Event, threads: list[threading.Thread], producer: Any) -> None:
+    """A failed or cancelled load writes nothing more: readers stopped, unsent records dropped."""
+    stop.set()
+    for t in threads:
+        t.join(10)
+    try:
+        producer.purge()
+    except Exception:  # noqa: BLE001 - nothing queued, or the client already closed
+        pass
 
 
 def _copy_range(cur: Any, query: str, producer: Any, target: Target, counters: Counters, lock: threading.Lock,

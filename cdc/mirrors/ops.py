@@ -257,8 +257,8 @@ def resync_mirror(ctx: service.Context, name: str, *, wait_load: bool = False,
     if slots.wal_status(service.source_dsn(ctx, src), src.name) == "lost":
         from cdc.mirrors import slot_repair
         return "slot repaired: " + slot_repair.repair(ctx, src.name)
-    if rec.state != "running":
-        raise ConflictError(f"mirror {name} is {rec.state}: only a running mirror is resynced",
+    if rec.state not in ("running", "error"):
+        raise ConflictError(f"mirror {name} is {rec.state}: only a running mirror (or one in error) is resynced",
                             hint=f"`cdc mirror status {name}` says why; resume it first if it is paused")
     from cdc.mirrors import rebuild, schema_change
     with catalog.connect(service.source_dsn(ctx, src)) as conn:
@@ -266,6 +266,9 @@ def resync_mirror(ctx: service.Context, name: str, *, wait_load: bool = False,
     if cur.gone:
         raise ConflictError(f"mirror {name} cannot be resynced: {cur.gone}",
                             hint=f"cdc mirror remove {name}, then add the table under its current name")
+    if rec.state == "error":                # the user asks for a fresh generation: the reconciler drives it again
+        ctx.registry.update_mirror(name, state="running")
+        ctx.registry.record_event(name, "resync", "out of state error: the mirror is rebuilt from a fresh read")
     rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes, progress,   # supersedes dead letters
                        background=not wait_load, on_load=on_load)
     how = "copy load" if rb.load == "copy" else f"incremental snapshot (signal {rb.signal_id})"
@@ -292,15 +295,18 @@ def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], N
         return started
     progress(f"mirror {name}: {started}")
     last = ""
-    while time.monotonic() < deadline:
-        outcome, detail = rebuild.step(ctx, name, progress)
-        rec = service.get_mirror(ctx, name)
-        if rec.deployment is None or rec.deployment.rebuild is None:
-            return detail
-        if detail != last:
-            progress(f"mirror {name}: {detail}")
-            last = detail
-        time.sleep(2.0)
+    try:
+        while time.monotonic() < deadline:
+            outcome, detail = rebuild.step(ctx, name, progress)
+            rec = service.get_mirror(ctx, name)
+            if rec.deployment is None or rec.deployment.rebuild is None:
+                return detail
+            if detail != last:
+                progress(f"mirror {name}: {detail}")
+                last = detail
+            time.sleep(2.0)
+    finally:
+        rebuild.release(ctx, name)          # `cdc serve` carries on from here if this stops early
     raise CdcError(f"mirror {name}: the rebuild did not finish in {timeout:.0f}s ({last})",
                    hint="`cdc mirror status NAME` shows where it is; `cdc serve` carries it on")
 

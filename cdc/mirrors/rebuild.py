@@ -67,6 +67,9 @@ RESTART_AFTER_S = 600.0
 MAX_RESUBMITS = 5
 #: how long one start() attempt waits for the connector to stream the WAL written before it began
 CATCH_UP_S = 10.0
+#: one process drives a mirror's rebuild (the daemon, or `cdc mirror resync`): its lease is
+#: extended by every step and by its load; one whose holder died is free after this long
+LEASE_TTL_S = 120.0
 
 Progress = Callable[[str], None]
 
@@ -81,10 +84,11 @@ def _change_topic(rec: MirrorRecord) -> str:
 
 
 def _next_generation(ctx: Context, rec: MirrorRecord) -> int:
-    """Above every generation the mirror has had; skips one whose Pinot table name is another
-    mirror's name (a mirror may be called "<m>_g2")."""
+    """Above every generation the mirror has had or begun (an abandoned one's number is never
+    used again); skips one whose Pinot table name is another mirror's name (a mirror may be
+    called "<m>_g2")."""
     dep = rec.deployment
-    gen = max(rec.generation, dep.rebuild.generation if dep and dep.rebuild else 0) + 1
+    gen = max(rec.generation, dep.last_generation if dep else 0, dep.rebuild.generation if dep and dep.rebuild else 0) + 1
     while ctx.registry.get_mirror(names.pinot_physical_table(rec.name, gen)) is not None:
         gen += 1
     return gen
@@ -113,7 +117,10 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     mode, why_not_copy = rebuild_load.mode_for(load, ctx.settings.initial_load, rec.spec, table)
     src = get_source(ctx, rec.spec.source)
     cname = names.connector_name(src.name)
-    _wait_streamed_up_to_now(ctx, src, name)
+    _wait_streamed_up_to_now(ctx, src, name, fills=table.model_dump_json() + repr(sorted((filenodes or {}).items())))
+    if (other := _lease(ctx, name)) is not None:
+        raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
+                              f"{name}` shows it (a holder that died lets go after {LEASE_TTL_S:.0f}s)")
     if mode == rebuild_load.DEBEZIUM and snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
         # Debezium would queue ours behind it, and that scan's completion could pass for ours
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
@@ -124,15 +131,34 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
         rec = ctx.registry.get_mirror(name) or rec
     dep = rec.deployment
     assert dep is not None
-    kafka, ctopic = _kafka(ctx), _change_topic(rec)
     group = f"{names.flink_group(name)}-g{gen}-{int(time.time() * 1000)}"    # no offsets committed yet
     rb = Rebuild(generation=gen, table=table, filenodes=filenodes, group_id=group, start_offset=-1,
                  started_at=time.time(), reason=reason, load=mode, attempts=attempts)
+    dep = dep.model_copy(update={"last_generation": gen})
     ctx.registry.update_mirror(name, deployment=dep.model_copy(update={"rebuild": rb}))
+    try:
+        return _fill(ctx, rec, dep, rb, src, mode, why_not_copy, progress, background, on_load)
+    except BaseException as exc:            # nothing half-made: the generation goes, the serving one stays
+        try:
+            abort(ctx, name, f"its start failed: {first_line(exc, 200)}", progress)
+        except Exception as undo:  # noqa: BLE001 - the first error is the one to report
+            progress(f"rebuild {name}: generation {gen} not fully removed: {first_line(undo, 200)}")
+        raise
+
+
+def _fill(ctx: Context, rec: MirrorRecord, dep: Deployment, rb: Rebuild, src: Any, mode: str, why_not_copy: str,
+          progress: Progress, background: bool, on_load: Any) -> Rebuild:
+    """start()'s second half: the generation's topic and Pinot table, J, then the rows."""
+    name, gen, table = rec.name, rb.generation, rb.table
+    rec = rec.model_copy(update={"deployment": dep})
     topic = names.flat_topic(name, gen)
-    progress(f"rebuild {name}: generation {gen} ({reason}); flat topic {topic}; rows by "
+    progress(f"rebuild {name}: generation {gen} ({rb.reason}); flat topic {topic}; rows by "
              + ("the copy load" if mode == rebuild_load.COPY else f"Debezium's incremental snapshot{why_not_copy and f' ({why_not_copy})'}"))
+    kafka, ctopic = _kafka(ctx), _change_topic(rec)
     kafka.ensure_topic(topic, ctx.settings.flat_topic_partitions, render.TOPIC_CONFIG)
+    if held := sum(kafka.end_offsets(topic).values()):
+        raise CdcError(f"flat topic {topic} of the new generation already holds {held} records (a writer of an "
+                       "abandoned rebuild?): the rebuild starts over", hint=f"`cdc mirror status {name}`")
     if pinot_enabled(ctx)[0]:
         spec = pinot_spec(rec.spec, gen)
         ctx.controller.add_schema(render.render_pinot_schema(spec, table), override=True)
@@ -150,13 +176,10 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     if mode == rebuild_load.COPY:
         _record_started(ctx, name, rb, ctopic, topic, f"copy load, rows at __seq of offset {j - 1}")
         if background:
-            rebuild_load.launch(ctx, name, rb, progress)
+            rebuild_load.launch(ctx, name, rb, progress, renew=lambda c: _lease(c, name),
+                                release=lambda c: release(c, name))
         else:
-            try:
-                rebuild_load.run(ctx, name, rb, progress, on_load)
-            except BaseException as exc:
-                abort(ctx, name, f"its load failed: {first_line(exc, 200)}", progress)
-                raise
+            rebuild_load.run(ctx, name, rb, progress, on_load, renew=lambda: _lease(ctx, name))
         return rb
     rb = _submit(ctx, rec, rb)
     rb = rb.model_copy(update={"signal_id": snapshot.send_signal(ctx, src, [(rec.spec.schema_name,
@@ -176,10 +199,11 @@ def _record_started(ctx: Context, name: str, rb: Rebuild, ctopic: str, topic: st
 
 #: mirror -> the WAL position its rebuild waits for the connector to confirm (kept across the
 #: deferred attempts, so each is a short check, not a new and later target)
-_CATCH_UP: dict[str, str] = {}
+_CATCH_UP: dict[str, tuple[str, str]] = {}     # mirror -> (what the rebuild fills, target)
 
 
-def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float = CATCH_UP_S) -> None:
+def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float = CATCH_UP_S,
+                             fills: str = "") -> None:
     """Until the connector has confirmed the WAL written before the rebuild began: Debezium
     confirms a position once its events are in Kafka (Connect commits offsets after the
     producer's acks), so every change committed before then (the rows a TRUNCATE removed
@@ -195,8 +219,9 @@ def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float =
     if st is None or not st.running:           # it cannot catch up now: do not hold the pass
         timeout = 0.0
     with catalog.connect(source_dsn(ctx, src), autocommit=True) as conn:
-        target = _CATCH_UP.get(name) or str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
-        _CATCH_UP[name] = target
+        kept = _CATCH_UP.get(name)          # a target taken before the table changed again is too early
+        target = kept[1] if kept and kept[0] == fills else str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+        _CATCH_UP[name] = (fills, target)
         if timeout:
             _nudge(conn)
         deadline = time.monotonic() + timeout
@@ -223,6 +248,27 @@ def _nudge(conn: Any) -> None:
         conn.execute(render.HEARTBEAT_QUERY)
     except Exception:  # noqa: BLE001 - no heartbeat table or no right to write it: the connector's own heartbeat will do
         pass
+
+
+def _holder() -> str:
+    import os
+    import socket
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _lease(ctx: Context, name: str) -> str | None:
+    """Take or extend this process' lease on the mirror's rebuild: None when it is ours, else
+    who holds it (the rebuild's steps and load run in one process at a time)."""
+    lease = f"rebuild:{name}"
+    if ctx.registry.acquire_lease(_holder(), LEASE_TTL_S, name=lease):
+        return None
+    got = ctx.registry.lease_holder(lease)
+    return got[0] if got else "another process"
+
+
+def release(ctx: Context, name: str) -> None:
+    """Let go of the mirror's rebuild lease if this process holds it (`resync` ends)."""
+    ctx.registry.release_lease(_holder(), name=f"rebuild:{name}")
 
 
 def _columns(table: TableInfo) -> list[str]:
@@ -298,7 +344,7 @@ def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
         else:
             p = snapshot_progress(ctx, rec, rb)
             out["snapshot"] = {"state": p.state, "rows": p.rows}
-        out["copied"] = _kafka(ctx).committed(rb.group_id, _change_topic(rec))
+        out["copied"] = _kafka(ctx).committed(rb.group_id, _change_topic(rec)) if rb.job_id else None
         out["change_topic_end"] = _kafka(ctx).end_offsets(_change_topic(rec)).get(0, 0)
     except Exception as exc:  # noqa: BLE001 - progress is best effort; the rebuild itself is not affected
         out["progress_error"] = first_line(exc, 200)
@@ -314,6 +360,8 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
         return "noop", "no rebuild in flight"
     rb = rec.deployment.rebuild
+    if (other := _lease(ctx, name)) is not None:
+        return "noop", f"generation {rb.generation}: driven by {other}"
     if rb.load == rebuild_load.COPY and rb.job_id is None:
         got = _after_load(ctx, rec, rb, progress)
         if isinstance(got, tuple):
@@ -369,7 +417,9 @@ def _after_load(ctx: Context, rec: MirrorRecord, rb: Rebuild, progress: Progress
         why = (p.reason if p and p.reason else "failed") if st == "failed" else \
             f"its process ended (no progress for {rebuild_load.LOAD_STALE_S:.0f}s)"
         if rb.attempts + 1 >= MAX_RESUBMITS:
-            abort(ctx, rec.name, f"its load failed {rb.attempts + 1} times, last: {why}", progress)
+            abort(ctx, rec.name, f"its load failed {rb.attempts + 1} times, last: {why}; fix the cause, then "
+                                 f"`cdc mirror resync {rec.name}` (the mirror answers with its last rows meanwhile)",
+                  progress)
             ctx.registry.update_mirror(rec.name, state="error")
             return "done", f"rebuild abandoned: its load keeps failing ({why})"
         try:
@@ -456,12 +506,14 @@ def switch(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tup
         # the logical table's schema carries its name: the columns of the generation it routes to
         ctx.controller.add_schema(render.render_pinot_schema(rec.spec, rb.table), override=True, force=True)
         ctx.controller.put_logical_table(logical)
-    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb, time.time()), flink_job_id=rb.job_id)
+    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb, time.time()), flink_job_id=rb.job_id,
+                               **({"state": "running"} if rec.state == "error" else {}))   # a resync out of error
     took = time.time() - rb.started_at
     ctx.registry.record_event(name, EVENT_SWITCHED, f"generation {old} -> {rb.generation} after {took:.1f}s "
                                                     f"({rb.reason}){checked}")
     progress(f"rebuild {name}: generation {rb.generation} answers ({took:.1f}s)")
     _drop_generation(ctx, rec, old)
+    release(ctx, name)
     return "done", f"switched to generation {rb.generation} after {took:.1f}s"
 
 
@@ -490,9 +542,13 @@ def abort(ctx: Context, name: str, why: str, progress: Progress = lambda _m: Non
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
         return
     rb = rec.deployment.rebuild
-    rebuild_load.stop(name)
+    rebuild_load.stop(name)                 # this process' load of it ends before its topic goes
     _drop_generation(ctx, rec, rb.generation)
+    rec = ctx.registry.get_mirror(name) or rec
+    if rec.deployment is None or rec.deployment.rebuild is None or rec.deployment.rebuild.generation != rb.generation:
+        return                              # another process moved on meanwhile: its rebuild stays
     ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": None}))
+    release(ctx, name)
     ctx.registry.record_event(name, EVENT_ABORTED, f"generation {rb.generation}: {why}")
     progress(f"rebuild {name}: generation {rb.generation} abandoned ({why})")
 

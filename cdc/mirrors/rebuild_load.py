@@ -31,8 +31,9 @@ write to it is published, and the change topic holds its events in commit order.
   or its absence, and no event of k sits above M. A key absent from Postgres is never written:
   the topic starts empty, which is what TRUNCATE needs (its rows' inserts are below M, and the
   TRUNCATE, which Debezium skips, needs no event).
-* A key read twice (moved by an update during the load) changed after a reader's snapshot,
-  so after M: its streamed change wins.
+* Each reader takes its own snapshot per range: a key moved by an update during the load may
+  be read twice or not at all, but it changed after a reader's snapshot, so after M: its
+  streamed change, the whole row, wins.
 * Kafka compaction keeps a key's last record: the job starts once Kafka acknowledged every
   loaded record (4), so a key's loaded record precedes its streamed ones.
 A load that fails, or whose process died (its progress file not updated for LOAD_STALE_S),
@@ -45,9 +46,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cdc.core import names
+from cdc.core.errors import first_line
 from cdc.core.models import MirrorSpec, TableInfo
 from cdc.mapping import flat_sql
 from cdc.mirrors import initial_load, load_progress
@@ -88,49 +91,95 @@ def _start_of(rb: Rebuild, epoch: int) -> initial_load.Start:
     return initial_load.Start(marker_offset=rb.start_offset - 1, seq=base + rb.start_offset - 1, seq_base=base)
 
 
-def run(ctx: Context, name: str, rb: Rebuild, say: Any, on_load: Any = None, cancel: Any = None) -> LoadProgress:
+class Watch:
+    """A load's stop signal (its is_set() is asked once a second): set here (this process gave
+    the rebuild up), or, looked up every CHECK_S, the registry no longer has this rebuild in
+    flight (another process superseded or abandoned it). Each look also extends the rebuild's
+    lease (`renew`), so a long load keeps the rebuild its own."""
+
+    CHECK_S = 5.0
+
+    def __init__(self, ctx: Context, name: str, rb: Rebuild, renew: Callable[[], object],
+                 event: threading.Event | None = None) -> None:
+        self.ctx, self.name, self.rb, self.renew = ctx, name, rb, renew
+        self.event = event or threading.Event()
+        self.checked = time.monotonic()
+
+    def is_set(self) -> bool:
+        if self.event.is_set():
+            return True
+        if time.monotonic() - self.checked < self.CHECK_S:
+            return False
+        self.checked = time.monotonic()
+        rec = self.ctx.registry.get_mirror(self.name)
+        cur = rec.deployment.rebuild if rec is not None and rec.deployment is not None else None
+        if cur is None or (cur.generation, cur.start_offset) != (self.rb.generation, self.rb.start_offset):
+            self.event.set()
+            return True
+        self.renew()
+        return False
+
+
+def run(ctx: Context, name: str, rb: Rebuild, say: Any, on_load: Any = None,
+        renew: Callable[[], object] = lambda: None, watch: Watch | None = None) -> LoadProgress:
     """Step 3, here and now: the table's rows into generation rb.generation's flat topic."""
     rec = ctx.registry.get_mirror(name)
     assert rec is not None and rec.deployment is not None
     src = get_source(ctx, rec.spec.source)
     return initial_load.load(ctx, src, rec.spec, rb.table, _start_of(rb, rec.deployment.seq_epoch), say, on_load,
-                             flat_topic=names.flat_topic(name, rb.generation), wait_open=False, cancel=cancel)
+                             flat_topic=names.flat_topic(name, rb.generation), wait_open=False,
+                             cancel=watch or Watch(ctx, name, rb, renew))
 
 
-def launch(ctx: Context, name: str, rb: Rebuild, say: Any) -> None:
-    """Step 3 in a thread of this process (its own registry connection); rebuild.step picks the
-    outcome up from the progress file."""
+def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Context], object],
+           release: Callable[[Context], object]) -> None:
+    """Step 3 in a thread of this process (with its own registry connection); rebuild.step
+    picks the outcome up from the progress file, in whichever process steps it next (the
+    thread lets go of the rebuild's lease when it ends: a REST request's process does not
+    step). A failure before the load began writes a failed progress naming it."""
     cancel = threading.Event()
 
     def body() -> None:
-        own = context(ctx.settings)
+        own: Context | None = None
         try:
-            run(own, name, rb, say, cancel=cancel)
-        except Exception:  # noqa: BLE001 - recorded (load_failed event, progress file); step() restarts
-            pass
+            own = context(ctx.settings)
+            run(own, name, rb, say, watch=Watch(own, name, rb, lambda: renew(own), cancel))   # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - recorded for step(), which restarts or gives up
+            say(f"rebuild {name}: generation {rb.generation}: load failed: {first_line(exc, 300)}")
+            p = load_progress.read(ctx.settings.registry_file, name)
+            if p is None or p.start_offset != rb.start_offset or p.state != "failed":
+                load_progress.write(ctx.settings.registry_file, LoadProgress(
+                    mirror=name, state="failed", start_offset=rb.start_offset, reason=first_line(exc, 300),
+                    finished_at=time.time()))
         finally:
-            own.close()
+            if own is not None:
+                release(own)
+                own.close()
             with _LOCK:
                 if _RUNNING.get(name, (None,))[0] is threading.current_thread():
                     del _RUNNING[name]
     t = threading.Thread(target=body, name=f"cdc-rebuild-load-{name}", daemon=True)
+    stop(name)
     with _LOCK:
-        stop(name)
         _RUNNING[name] = (t, cancel)
     t.start()
 
 
-def stop(name: str) -> None:
-    """Cancel this process' load of `name`, if any (the rebuild was abandoned or superseded)."""
-    got = _RUNNING.get(name)
+def stop(name: str, wait_s: float = 30.0) -> None:
+    """Cancel this process' load of `name`, if any (its rebuild was abandoned or superseded),
+    and wait for it to end: nothing more reaches its topic once its generation is dropped."""
+    with _LOCK:
+        got = _RUNNING.get(name)
     if got is not None:
         got[1].set()
+        got[0].join(wait_s)
 
 
 def phase(ctx: Context, rec: MirrorRecord, rb: Rebuild) -> tuple[str, LoadProgress | None]:
     """Where the rebuild's load is: "loading" (waiting or reading), "done", "failed" (reason in
     the progress) or "lost" (its process ended without a word)."""
     p = load_progress.read(ctx.settings.registry_file, rec.name)
+    # this rebuild's load (its marker; started after the rebuild, 1 s of clock rounding allowed)
     ours = p is not None and p.start_offset == rb.start_offset and p.started_at >= rb.started_at - 1
     here = _RUNNING.get(rec.name)
     alive = here is not None and here[0].is_alive()

@@ -105,7 +105,7 @@ class Rebuild(BaseModel):
     generation: int
     table: TableInfo
     group_id: str
-    start_offset: int
+    start_offset: int            # J (-1 until taken); a copy load's marker is at J - 1
     filenodes: dict[str, int] | None = None
     job_id: str | None = None
     signal_id: str | None = None
@@ -118,7 +118,8 @@ class Rebuild(BaseModel):
     resubmits: int = 0           # times its job was found ended and submitted again
     load: str = "debezium"       # how the rows are read: "copy" | "debezium"
     loaded_at: float | None = None   # copy: when the load ended (the job is submitted then)
-    attempts: int = 0            # rebuilds of this change begun before this one (failed loads)
+    attempts: int = 0            # rebuilds of this change begun before this one after failed
+                                 # loads (`resubmits` counts this generation's job restarts)
 
 
 class Deployment(BaseModel):
@@ -140,6 +141,9 @@ class Deployment(BaseModel):
     generation: int = 0
     filenodes: dict[str, int] | None = None
     rebuild: Rebuild | None = None
+    # the highest generation number a rebuild ever began (an abandoned one's number, whose
+    # topic a late writer could still hold, is never used again)
+    last_generation: int = 0
     # the change-topic offset the generation's job began at (a rebuild's J; 0 = the earliest):
     # a later replay (ADD COLUMN follow) starts there, never below, or it would bring back rows
     # the generation never had (a TRUNCATE's, or keys a resync left out)

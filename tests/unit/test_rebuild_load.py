@@ -69,7 +69,7 @@ def test_a_load_alive_in_this_process_is_never_lost(tmp_path: Path) -> None:
     rebuild_load._RUNNING["m"] = (t, threading.Event())
     try:
         assert rebuild_load.phase(ctx, REC, _rb(time.time() - 600)) == ("loading", None)
-        rebuild_load.stop("m")
+        rebuild_load.stop("m", wait_s=0.1)
         assert rebuild_load._RUNNING["m"][1].is_set()                   # the load's cancel event
     finally:
         gate.set()
