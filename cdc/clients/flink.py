@@ -30,6 +30,8 @@ from cdc.core.errors import PermanentRemoteError, RemoteError, TransientRemoteEr
 GATEWAY = "Flink SQL Gateway"
 JOBMANAGER = "Flink JobManager"
 
+#: Flink refuses a checkpoint or savepoint while some of the job's tasks are not RUNNING yet
+NOT_RUNNING_YET = "Not all required tasks are currently running"
 TERMINAL_OPERATION_STATES = frozenset({"FINISHED", "ERROR", "CANCELED", "CLOSED", "TIMEOUT"})
 
 
@@ -293,9 +295,14 @@ class JobManagerClient:
                 if op.get("location"):
                     return str(op["location"])
                 cause = op.get("failure-cause") or {}
-                text = cause.get("stack-trace") or cause.get("class") or "no failure cause given"
+                text = str(cause.get("stack-trace") or cause.get("class") or "no failure cause given")
+                if NOT_RUNNING_YET in text and self.http.clock() + 2 * poll < deadline:
+                    # a job just (re)started: its tasks are still being deployed; ask again
+                    self.http.sleep(2 * poll)
+                    trigger = self.http.post(f"{self._j(job_id)}/stop", json=body)["request-id"]
+                    continue
                 raise PermanentRemoteError(self.http.label, f"stop-with-savepoint of {job_id} failed",
-                                           body=root_cause(str(text)))
+                                           body=root_cause(text))
             if self.http.clock() >= deadline:
                 raise TransientRemoteError(self.http.label, f"savepoint of {job_id} not done after {timeout:g}s")
             self.http.sleep(poll)

@@ -5,7 +5,9 @@ registry file, replaced atomically about once a second); `cdc mirror status`, th
 /metrics and `cdc mirror add`'s own progress bar read it. A file, not registry rows: a 10M-row
 load would otherwise write an event per second into the event log; the registry gets the
 milestones as events (load_started, load_done, load_failed). A file older than the mirror
-(an earlier mirror of the same name) is ignored.
+(an earlier mirror of the same name) is ignored. A rebuild's copy load (cdc.mirrors.rebuild_load)
+writes the same file: status shows the mirror's latest load, and `start_offset` (its marker + 1)
+tells the rebuild its own from an earlier one.
 
     waiting (open transactions) -> loading -> done | failed
 """

@@ -280,7 +280,7 @@ def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], N
                     timeout: float = RESYNC_TIMEOUT_S, on_load: Any = None) -> str:
     """resync_mirror() with the copy load run here (its progress shown), then drive the
     rebuild until the new generation answers."""
-    from cdc.mirrors import rebuild
+    from cdc.mirrors import rebuild, rebuild_gate
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -306,7 +306,7 @@ def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], N
                 last = detail
             time.sleep(2.0)
     finally:
-        rebuild.release(ctx, name)          # `cdc serve` carries on from here if this stops early
+        rebuild_gate.release(ctx, name)     # `cdc serve` carries on from here if this stops early
     raise CdcError(f"mirror {name}: the rebuild did not finish in {timeout:.0f}s ({last})",
                    hint="`cdc mirror status NAME` shows where it is; `cdc serve` carries it on")
 

@@ -53,8 +53,9 @@ from cdc.core import names
 from cdc.core.errors import CdcError, ConflictError, first_line
 from cdc.core.models import MirrorSpec, TableInfo
 from cdc.mapping import dbz_names, render
-from cdc.mirrors import rebuild_load, snapshot
+from cdc.mirrors import rebuild_gate, rebuild_load, snapshot, topic_tail
 from cdc.mirrors.context import Context, pinot_enabled
+from cdc.mirrors.rebuild_gate import RebuildDeferred
 from cdc.mirrors.registry import Deployment, MirrorRecord, Rebuild
 from cdc.mirrors.sources import get_source
 
@@ -65,11 +66,6 @@ EVENT_PROGRESS = "rebuild_progress"
 #: a rebuild whose job or snapshot is not under way this long after its start is restarted
 RESTART_AFTER_S = 600.0
 MAX_RESUBMITS = 5
-#: how long one start() attempt waits for the connector to stream the WAL written before it began
-CATCH_UP_S = 10.0
-#: one process drives a mirror's rebuild (the daemon, or `cdc mirror resync`): its lease is
-#: extended by every step and by its load; one whose holder died is free after this long
-LEASE_TTL_S = 120.0
 
 Progress = Callable[[str], None]
 
@@ -117,10 +113,10 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     mode, why_not_copy = rebuild_load.mode_for(load, ctx.settings.initial_load, rec.spec, table)
     src = get_source(ctx, rec.spec.source)
     cname = names.connector_name(src.name)
-    _wait_streamed_up_to_now(ctx, src, name, fills=table.model_dump_json() + repr(sorted((filenodes or {}).items())))
-    if (other := _lease(ctx, name)) is not None:
+    rebuild_gate.wait_streamed_up_to_now(ctx, src, name, fills=table.model_dump_json() + repr(sorted((filenodes or {}).items())))
+    if (other := rebuild_gate.lease(ctx, name)) is not None:
         raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
-                              f"{name}` shows it (a holder that died lets go after {LEASE_TTL_S:.0f}s)")
+                              f"{name}` shows it (a holder that died lets go after {rebuild_gate.LEASE_TTL_S:.0f}s)")
     if mode == rebuild_load.DEBEZIUM and snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
         # Debezium would queue ours behind it, and that scan's completion could pass for ours
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
@@ -176,10 +172,10 @@ def _fill(ctx: Context, rec: MirrorRecord, dep: Deployment, rb: Rebuild, src: An
     if mode == rebuild_load.COPY:
         _record_started(ctx, name, rb, ctopic, topic, f"copy load, rows at __seq of offset {j - 1}")
         if background:
-            rebuild_load.launch(ctx, name, rb, progress, renew=lambda c: _lease(c, name),
-                                release=lambda c: release(c, name))
+            rebuild_load.launch(ctx, name, rb, progress, renew=lambda c: rebuild_gate.lease(c, name),
+                                release=lambda c: rebuild_gate.release(c, name))
         else:
-            rebuild_load.run(ctx, name, rb, progress, on_load, renew=lambda: _lease(ctx, name))
+            rebuild_load.run(ctx, name, rb, progress, on_load, renew=lambda: rebuild_gate.lease(ctx, name))
         return rb
     rb = _submit(ctx, rec, rb)
     rb = rb.model_copy(update={"signal_id": snapshot.send_signal(ctx, src, [(rec.spec.schema_name,
@@ -197,87 +193,8 @@ def _record_started(ctx: Context, name: str, rb: Rebuild, ctopic: str, topic: st
                               f"columns [{', '.join(_columns(table=rb.table))}]")
 
 
-#: mirror -> the WAL position its rebuild waits for the connector to confirm (kept across the
-#: deferred attempts, so each is a short check, not a new and later target)
-_CATCH_UP: dict[str, tuple[str, str]] = {}     # mirror -> (what the rebuild fills, target)
-
-
-def _wait_streamed_up_to_now(ctx: Context, src: Any, name: str, timeout: float = CATCH_UP_S,
-                             fills: str = "") -> None:
-    """Until the connector has confirmed the WAL written before the rebuild began: Debezium
-    confirms a position once its events are in Kafka (Connect commits offsets after the
-    producer's acks), so every change committed before then (the rows a TRUNCATE removed
-    among them) sits below J, where the new generation never reads. Two writes to cdc's
-    heartbeat table move the position at once (a Debezium event carries the position of the
-    commit before it), rather than waiting for the connector's heartbeat. A connector that does
-    not get there in `timeout` (paused, down, behind, a worker flushing offsets rarely) defers
-    the rebuild; the reconciler tries again and the target position stays the first one."""
-    from cdc.mirrors.sources import source_dsn
-    from cdc.postgres import catalog
-    slot, cname = names.slot_name(src.name), names.connector_name(src.name)
-    st = ctx.connect.status(cname)
-    if st is None or not st.running:           # it cannot catch up now: do not hold the pass
-        timeout = 0.0
-    with catalog.connect(source_dsn(ctx, src), autocommit=True) as conn:
-        kept = _CATCH_UP.get(name)          # a target taken before the table changed again is too early
-        target = kept[1] if kept and kept[0] == fills else str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
-        _CATCH_UP[name] = (fills, target)
-        if timeout:
-            _nudge(conn)
-        deadline = time.monotonic() + timeout
-        while True:
-            row = conn.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn, confirmed_flush_lsn::text "
-                               "FROM pg_replication_slots WHERE slot_name = %s", (target, slot)).fetchone()
-            if row is None or row[0]:       # no slot: nothing streamed that could be in flight
-                _CATCH_UP.pop(name, None)
-                return
-            if time.monotonic() > deadline:
-                raise RebuildDeferred(f"connector {cname} has not streamed the WAL up to {target} yet (slot {slot} "
-                                      f"at {row[1]}): the rebuild of {name} starts once it has (changes still in "
-                                      "flight could otherwise reach the new generation)",
-                                      hint="`cdc mirror status` and `cdc stack logs connect` show the connector; the "
-                                           "reconciler (`cdc serve`) starts the rebuild then")
-            time.sleep(0.5)
-
-
-def _nudge(conn: Any) -> None:
-    """Two commits to cdc's heartbeat table (what the connector's heartbeat writes): the
-    second one's event carries the first one's position, past the target. Best effort."""
-    try:
-        conn.execute(render.HEARTBEAT_QUERY)
-        conn.execute(render.HEARTBEAT_QUERY)
-    except Exception:  # noqa: BLE001 - no heartbeat table or no right to write it: the connector's own heartbeat will do
-        pass
-
-
-def _holder() -> str:
-    import os
-    import socket
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _lease(ctx: Context, name: str) -> str | None:
-    """Take or extend this process' lease on the mirror's rebuild: None when it is ours, else
-    who holds it (the rebuild's steps and load run in one process at a time)."""
-    lease = f"rebuild:{name}"
-    if ctx.registry.acquire_lease(_holder(), LEASE_TTL_S, name=lease):
-        return None
-    got = ctx.registry.lease_holder(lease)
-    return got[0] if got else "another process"
-
-
-def release(ctx: Context, name: str) -> None:
-    """Let go of the mirror's rebuild lease if this process holds it (`resync` ends)."""
-    ctx.registry.release_lease(_holder(), name=f"rebuild:{name}")
-
-
 def _columns(table: TableInfo) -> list[str]:
     return [f"{c.name} {c.type_name}" for c in sorted(table.columns, key=lambda c: c.position)]
-
-
-class RebuildDeferred(CdcError):
-    """The rebuild cannot begin yet (another snapshot runs on the source's connector, or the
-    connector has not streamed what was committed before the rebuild began)."""
 
 
 def _supersede_dead_letters(ctx: Context, name: str, rb: Rebuild) -> None:
@@ -360,7 +277,7 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
         return "noop", "no rebuild in flight"
     rb = rec.deployment.rebuild
-    if (other := _lease(ctx, name)) is not None:
+    if (other := rebuild_gate.lease(ctx, name)) is not None:
         return "noop", f"generation {rb.generation}: driven by {other}"
     if rb.load == rebuild_load.COPY and rb.job_id is None:
         got = _after_load(ctx, rec, rb, progress)
@@ -394,11 +311,11 @@ def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple
             return "noop", f"generation {rb.generation}: snapshot {p.state}"
     kafka, ctopic = _kafka(ctx), _change_topic(rec)
     if rb.target_offset is None:      # every snapshot read and change so far is at or below it
-        rb = rb.model_copy(update={"target_offset": last_data_offset(ctx.settings.kafka_bootstrap, ctopic)})
+        rb = rb.model_copy(update={"target_offset": topic_tail.last_data_offset(ctx.settings.kafka_bootstrap, ctopic)})
         ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": rb}))
     target = rb.target_offset or 0
     done = max((kafka.committed(rb.group_id, ctopic) or 0) - 1,
-               written_offset(ctx.settings.kafka_bootstrap, names.flat_topic(name, rb.generation),
+               topic_tail.written_offset(ctx.settings.kafka_bootstrap, names.flat_topic(name, rb.generation),
                               render.seq_base(rec.deployment.seq_epoch)))
     if done < target:
         return "noop", f"generation {rb.generation}: rows read, job at change offset {done} of {target}"
@@ -431,52 +348,6 @@ def _after_load(ctx: Context, rec: MirrorRecord, rb: Rebuild, progress: Progress
     assert rec.deployment is not None
     rb = _submit(ctx, rec, rb.model_copy(update={"loaded_at": time.time()}))
     return rb
-
-
-def _consumer(bootstrap: str) -> Any:
-    from confluent_kafka import Consumer
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdc-rebuild-{time.monotonic_ns()}",
-                     "enable.auto.commit": False, "log_level": 0})
-
-
-def _tail(bootstrap: str, topic: str, back: int) -> list[Any]:
-    """The last `back` records of each partition of `topic` (fewer when it holds fewer)."""
-    from confluent_kafka import TopicPartition
-    c = _consumer(bootstrap)
-    try:
-        md = c.list_topics(topic, timeout=10)
-        out: list[Any] = []
-        for p in sorted(md.topics[topic].partitions) if topic in md.topics else []:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            c.assign([TopicPartition(topic, p, max(low, high - back))])
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                msg = c.poll(1.0)
-                if msg is None or msg.error() is not None:
-                    continue
-                out.append(msg)
-                if msg.offset() + 1 >= high:
-                    break
-        return out
-    finally:
-        c.close()
-
-
-def last_data_offset(bootstrap: str, change_topic: str, back: int = 200) -> int:
-    """Offset of the change topic's last record with a value (not a tombstone), -1 if none in
-    its last `back` records."""
-    return max((m.offset() for m in _tail(bootstrap, change_topic, back) if m.value() is not None), default=-1)
-
-
-def written_offset(bootstrap: str, flat_topic: str, seq_base: int) -> int:
-    """The highest change-topic offset a generation's job has written to its flat topic (each
-    partition is written in the order the job reads the change topic: its last record is its
-    highest __seq)."""
-    import json
-    seqs = [int(json.loads(m.value()).get("__seq", -1)) for m in _tail(bootstrap, flat_topic, 1) if m.value()]
-    return max((s - seq_base for s in seqs), default=-1)
 
 
 def _restart(ctx: Context, name: str, reason: str, rb: Rebuild, progress: Progress) -> tuple[str, str]:
@@ -513,7 +384,7 @@ def switch(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tup
                                                     f"({rb.reason}){checked}")
     progress(f"rebuild {name}: generation {rb.generation} answers ({took:.1f}s)")
     _drop_generation(ctx, rec, old)
-    release(ctx, name)
+    rebuild_gate.release(ctx, name)
     return "done", f"switched to generation {rb.generation} after {took:.1f}s"
 
 
@@ -548,7 +419,7 @@ def abort(ctx: Context, name: str, why: str, progress: Progress = lambda _m: Non
     if rec.deployment is None or rec.deployment.rebuild is None or rec.deployment.rebuild.generation != rb.generation:
         return                              # another process moved on meanwhile: its rebuild stays
     ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": None}))
-    release(ctx, name)
+    rebuild_gate.release(ctx, name)
     ctx.registry.record_event(name, EVENT_ABORTED, f"generation {rb.generation}: {why}")
     progress(f"rebuild {name}: generation {rb.generation} abandoned ({why})")
 

@@ -7,7 +7,7 @@ it (cdc.mapping.flat_sql.refusal) -- ~6x faster here (bench/README.md "Initial l
 
 Order (rebuild.start, then rebuild.step on every reconciler pass):
   1. start: the connector has confirmed the WAL written before the rebuild began
-     (rebuild._wait_streamed_up_to_now; else the rebuild is deferred);
+     (rebuild_gate.wait_streamed_up_to_now; else the rebuild is deferred);
   2. start: a marker appended to the change topic at offset M; generation N+1's fresh
      consumer group committed at J = M + 1;
   3. the load: every row, rendered by Postgres as the flat record the job would write, with
@@ -36,10 +36,14 @@ write to it is published, and the change topic holds its events in commit order.
   streamed change, the whole row, wins.
 * Kafka compaction keeps a key's last record: the job starts once Kafka acknowledged every
   loaded record (4), so a key's loaded record precedes its streamed ones.
-A load that fails, or whose process died (its progress file not updated for LOAD_STALE_S),
-restarts the rebuild (a new generation) up to rebuild.MAX_RESUBMITS times, then the mirror
-goes to state error naming the load's failure; `cdc mirror resync` undoes its rebuild and
-says why.
+Operation. One process drives a rebuild (rebuild_gate.lease: a registry lease per mirror, which
+the load extends while it runs). A load stops (its readers end, unsent records are dropped)
+when this process gives the rebuild up (stop(), before abort() drops the topic) or when the
+registry no longer has its rebuild in flight (Watch: superseded or abandoned elsewhere, the
+mirror removed). A load that fails, or whose process died (its progress file not updated for
+LOAD_STALE_S), restarts the rebuild under a new generation number up to
+rebuild.MAX_RESUBMITS times, then the mirror goes to state error naming the load's failure;
+`cdc mirror resync` undoes its rebuild and says why.
 """
 
 from __future__ import annotations

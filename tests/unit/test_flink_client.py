@@ -170,6 +170,23 @@ def test_stop_with_savepoint_failure_is_permanent():
         jm(server).stop_with_savepoint(JOB, "file:/sp")
 
 
+def test_stop_with_savepoint_asks_again_while_tasks_are_being_deployed():
+    """A job that just started refuses the savepoint ("Not all required tasks are currently
+    running", seen right after a resubmission): asked again, it stops."""
+    refused = {"status": {"id": "COMPLETED"}, "operation": {"failure-cause": {
+        "class": "java.util.concurrent.CompletionException",
+        "stack-trace": "org.apache.flink.runtime.checkpoint.CheckpointException: Checkpoint triggering task Source "
+                       "(1/1) of job x is not being executed at the moment. Aborting checkpoint. Failure reason: Not "
+                       "all required tasks are currently running."}}}
+    server = (FakeServer()
+              .route("POST", f"/jobs/{JOB}/stop", [(202, {"request-id": "t1"}), (202, {"request-id": "t2"})])
+              .route("GET", f"/jobs/{JOB}/savepoints/t1", 200, refused)
+              .route("GET", f"/jobs/{JOB}/savepoints/t2", 200, {"status": {"id": "COMPLETED"},
+                                                                "operation": {"location": "file:/sp/savepoint-2"}}))
+    assert jm(server).stop_with_savepoint(JOB, "file:/sp", poll=0.01) == "file:/sp/savepoint-2"
+    assert len(server.find("POST", f"/jobs/{JOB}/stop")) == 2
+
+
 def test_checkpoints_latest_completed():
     server = (FakeServer()
               .route("GET", f"/jobs/{JOB}/checkpoints", 200, {

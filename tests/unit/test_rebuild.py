@@ -6,7 +6,7 @@ from typing import Any
 
 from cdc.core import names
 from cdc.core.models import Column, MirrorSpec, Source, TableInfo
-from cdc.mirrors import rebuild
+from cdc.mirrors import rebuild, rebuild_gate
 from cdc.mirrors.registry import Deployment, Rebuild, Registry
 
 T = TableInfo(schema_name="public", table_name="t", primary_key=["id"],
@@ -54,3 +54,25 @@ def test_generation_names_cannot_meet_another_mirror() -> None:
     assert names.is_pipeline_of("cdc-mirror-m-g2", "m") and names.is_pipeline_of("cdc-mirror-m", "m")
     assert not names.is_pipeline_of("cdc-mirror-m_g2", "m") and not names.is_pipeline_of("cdc-mirror-mm", "m")
     assert names.pinot_physical_table("m") == "m" and names.pinot_physical_table("m", 3) == "m_g3"
+
+
+def test_an_abandoned_generation_number_is_never_used_again(tmp_path: Any) -> None:
+    r = _registry(tmp_path, "orders")
+    r.update_mirror("orders", deployment=Deployment(table=T, group_id="g", generation=0, last_generation=3))
+    assert rebuild._next_generation(Ctx(r), r.get_mirror("orders")) == 4            # type: ignore[arg-type]
+    r.close()
+
+
+def test_one_process_drives_a_rebuild(tmp_path: Any) -> None:
+    """Another holder's lease on the rebuild (e.g. `cdc mirror resync` while `cdc serve` runs):
+    this process' step does nothing; once the lease is free it is taken."""
+    r = _registry(tmp_path, "orders")
+    rb = Rebuild(generation=1, table=T, group_id="g1", start_offset=10, load="copy")
+    r.update_mirror("orders", deployment=Deployment(table=T, group_id="g", rebuild=rb))
+    assert r.acquire_lease("elsewhere:1", 60, name="rebuild:orders")
+    assert rebuild.step(Ctx(r), "orders") == ("noop", "generation 1: driven by elsewhere:1")   # type: ignore[arg-type]
+    assert rebuild_gate.lease(Ctx(r), "orders") == "elsewhere:1"                                    # type: ignore[arg-type]
+    r.release_lease("elsewhere:1", name="rebuild:orders")
+    assert rebuild_gate.lease(Ctx(r), "orders") is None                                            # type: ignore[arg-type]
+    assert r.lease_holder("rebuild:orders")[0] == rebuild_gate.holder()
+    r.close()
