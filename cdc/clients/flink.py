@@ -288,6 +288,7 @@ class JobManagerClient:
             body["targetDirectory"] = target_dir
         trigger = self.http.post(f"{self._j(job_id)}/stop", json=body)["request-id"]
         deadline = self.http.clock() + timeout
+        asked_again_until = self.http.clock() + 30.0      # tasks still deploying: a job stuck restarting fails
         while True:
             res = self.http.get(f"{self._j(job_id)}/savepoints/{quote(str(trigger), safe='')}") or {}
             if (res.get("status") or {}).get("id") == "COMPLETED":
@@ -296,7 +297,7 @@ class JobManagerClient:
                     return str(op["location"])
                 cause = op.get("failure-cause") or {}
                 text = str(cause.get("stack-trace") or cause.get("class") or "no failure cause given")
-                if NOT_RUNNING_YET in text and self.http.clock() + 2 * poll < deadline:
+                if NOT_RUNNING_YET in text and self.http.clock() + 2 * poll < min(deadline, asked_again_until):
                     # a job just (re)started: its tasks are still being deployed; ask again
                     self.http.sleep(2 * poll)
                     trigger = self.http.post(f"{self._j(job_id)}/stop", json=body)["request-id"]

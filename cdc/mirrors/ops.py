@@ -260,17 +260,19 @@ def resync_mirror(ctx: service.Context, name: str, *, wait_load: bool = False,
     if rec.state not in ("running", "error"):
         raise ConflictError(f"mirror {name} is {rec.state}: only a running mirror (or one in error) is resynced",
                             hint=f"`cdc mirror status {name}` says why; resume it first if it is paused")
-    from cdc.mirrors import rebuild, schema_change
+    from cdc.mirrors import rebuild, rebuild_gate, schema_change
     with catalog.connect(service.source_dsn(ctx, src)) as conn:
         cur = schema_change.current_of(conn, rec)
     if cur.gone:
         raise ConflictError(f"mirror {name} cannot be resynced: {cur.gone}",
                             hint=f"cdc mirror remove {name}, then add the table under its current name")
-    if rec.state == "error":                # the user asks for a fresh generation: the reconciler drives it again
-        ctx.registry.update_mirror(name, state="running")
-        ctx.registry.record_event(name, "resync", "out of state error: the mirror is rebuilt from a fresh read")
     rb = rebuild.start(ctx, name, "resync requested", cur.table, cur.filenodes, progress,   # supersedes dead letters
                        background=not wait_load, on_load=on_load)
+    if rec.state == "error":                # a fresh generation is on its way: the reconciler drives it again
+        ctx.registry.update_mirror(name, state="running")
+        ctx.registry.record_event(name, "resync", "out of state error: the mirror is rebuilt from a fresh read")
+    if not wait_load and rb.load != "copy":   # the reconciler steps it (a copy load lets go when it ends)
+        rebuild_gate.release(ctx, name)
     how = "copy load" if rb.load == "copy" else f"incremental snapshot (signal {rb.signal_id})"
     ctx.registry.record_event(name, "resync", f"rebuild into generation {rb.generation}: {how} of {rec.spec.qualified}")
     return f"rebuilding into generation {rb.generation} ({how})"
@@ -282,20 +284,20 @@ def resync_and_wait(ctx: service.Context, name: str, progress: Callable[[str], N
     rebuild until the new generation answers."""
     from cdc.mirrors import rebuild, rebuild_gate
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            started = resync_mirror(ctx, name, wait_load=True, progress=progress, on_load=on_load)
-            break
-        except rebuild.RebuildDeferred as exc:       # another snapshot runs, or the connector lags
-            if time.monotonic() > deadline:
-                raise
-            progress(f"mirror {name}: {exc.message}")
-            time.sleep(5.0)
-    if started.startswith("slot repaired"):
-        return started
-    progress(f"mirror {name}: {started}")
-    last = ""
     try:
+        while True:
+            try:
+                started = resync_mirror(ctx, name, wait_load=True, progress=progress, on_load=on_load)
+                break
+            except rebuild.RebuildDeferred as exc:       # another snapshot runs, the connector lags, or
+                if time.monotonic() > deadline:          # another process drives a rebuild of it
+                    raise
+                progress(f"mirror {name}: {exc.message}")
+                time.sleep(5.0)
+        if started.startswith("slot repaired"):
+            return started
+        progress(f"mirror {name}: {started}")
+        last = ""
         while time.monotonic() < deadline:
             outcome, detail = rebuild.step(ctx, name, progress)
             rec = service.get_mirror(ctx, name)

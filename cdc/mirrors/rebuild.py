@@ -103,7 +103,17 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     cdc.mirrors.schema_change.current_of), a rebuild already in flight abandoned first. The rows
     come from the copy load (cdc.mirrors.rebuild_load; `load` or CDC_INITIAL_LOAD, where the
     table allows it), run in a thread when `background`, else here (a failure then undoes the
-    rebuild and raises), or from Debezium's incremental snapshot."""
+    rebuild and raises), or from Debezium's incremental snapshot. Deferred (RebuildDeferred)
+    while another process drives the mirror's rebuild."""
+    with rebuild_gate.local_lock(name):
+        return _start(ctx, name, reason, table, filenodes, progress, load, background, on_load, attempts)
+
+
+def _start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dict[str, int] | None,
+           progress: Progress, load: str | None, background: bool, on_load: Any, attempts: int) -> Rebuild:
+    if (other := rebuild_gate.held_elsewhere(ctx, name)) is not None:
+        raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
+                              f"{name}` shows it (a holder that died lets go after {rebuild_gate.LEASE_TTL_S:.0f}s)")
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None:
         raise ConflictError(f"mirror {name} has no recorded deployment to rebuild",
@@ -114,16 +124,16 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     src = get_source(ctx, rec.spec.source)
     cname = names.connector_name(src.name)
     rebuild_gate.wait_streamed_up_to_now(ctx, src, name, fills=table.model_dump_json() + repr(sorted((filenodes or {}).items())))
-    if (other := rebuild_gate.lease(ctx, name)) is not None:
-        raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
-                              f"{name}` shows it (a holder that died lets go after {rebuild_gate.LEASE_TTL_S:.0f}s)")
     if mode == rebuild_load.DEBEZIUM and snapshot.snapshot_running(ctx.connect.get_offsets(cname)):
         # Debezium would queue ours behind it, and that scan's completion could pass for ours
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
                               hint="`cdc mirror status` shows it; the reconciler (`cdc serve`) starts the rebuild then")
+    if (other := rebuild_gate.lease(ctx, name)) is not None:       # taken last: no deferral holds it
+        raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
+                              f"{name}` shows it (a holder that died lets go after {rebuild_gate.LEASE_TTL_S:.0f}s)")
     gen = _next_generation(ctx, rec)     # above the one in flight: a torn-down number is never reused
     if rec.deployment.rebuild is not None:
-        abort(ctx, name, f"superseded: {reason}", progress)
+        abort(ctx, name, f"superseded: {reason}", progress, release_lease=False)
         rec = ctx.registry.get_mirror(name) or rec
     dep = rec.deployment
     assert dep is not None
@@ -135,8 +145,8 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
     try:
         return _fill(ctx, rec, dep, rb, src, mode, why_not_copy, progress, background, on_load)
     except BaseException as exc:            # nothing half-made: the generation goes, the serving one stays
-        try:
-            abort(ctx, name, f"its start failed: {first_line(exc, 200)}", progress)
+        try:                                # (only this one: a rebuild that superseded it is not touched)
+            abort(ctx, name, f"its start failed: {first_line(exc, 200)}", progress, generation=gen)
         except Exception as undo:  # noqa: BLE001 - the first error is the one to report
             progress(f"rebuild {name}: generation {gen} not fully removed: {first_line(undo, 200)}")
         raise
@@ -272,6 +282,11 @@ def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
 
 def step(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tuple[str, str]:
     """One reconciler pass over a rebuild in flight: keep it going, switch when complete."""
+    with rebuild_gate.local_lock(name):
+        return _step(ctx, name, progress)
+
+
+def _step(ctx: Context, name: str, progress: Progress) -> tuple[str, str]:
     from cdc.clients.flink import ALIVE_JOB_STATES
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
@@ -406,22 +421,31 @@ def check_logical(ctx: Context, rec: MirrorRecord, rb: Rebuild, logical: dict[st
     return "; logical table config accepted by Pinot's own validation (in-process, no server)"
 
 
-def abort(ctx: Context, name: str, why: str, progress: Progress = lambda _m: None) -> None:
-    """Abandon the rebuild in flight: its job, Pinot table and flat topic go; the serving
-    generation is untouched."""
-    rec = ctx.registry.get_mirror(name)
-    if rec is None or rec.deployment is None or rec.deployment.rebuild is None:
-        return
-    rb = rec.deployment.rebuild
-    rebuild_load.stop(name)                 # this process' load of it ends before its topic goes
-    _drop_generation(ctx, rec, rb.generation)
-    rec = ctx.registry.get_mirror(name) or rec
-    if rec.deployment is None or rec.deployment.rebuild is None or rec.deployment.rebuild.generation != rb.generation:
-        return                              # another process moved on meanwhile: its rebuild stays
-    ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": None}))
-    rebuild_gate.release(ctx, name)
-    ctx.registry.record_event(name, EVENT_ABORTED, f"generation {rb.generation}: {why}")
-    progress(f"rebuild {name}: generation {rb.generation} abandoned ({why})")
+def abort(ctx: Context, name: str, why: str, progress: Progress = lambda _m: None, *,
+          generation: int | None = None, release_lease: bool = True) -> None:
+    """Abandon the rebuild in flight (or generation `generation`, whether or not it is still
+    the one in flight): its job, Pinot table and flat topic go; the serving generation and a
+    rebuild that superseded it are untouched."""
+    with rebuild_gate.local_lock(name):
+        rec = ctx.registry.get_mirror(name)
+        if rec is None or rec.deployment is None:
+            return
+        cur = rec.deployment.rebuild
+        gen = generation if generation is not None else (cur.generation if cur else None)
+        if gen is None:
+            return
+        if cur is not None and cur.generation == gen:
+            rebuild_load.stop(name)         # this process' load of it ends before its topic goes
+        _drop_generation(ctx, rec, gen)
+        rec = ctx.registry.get_mirror(name) or rec
+        if rec.deployment is None or rec.deployment.rebuild is None or rec.deployment.rebuild.generation != gen:
+            progress(f"rebuild {name}: generation {gen} removed ({why})")
+            return                          # another rebuild is in flight now: it stays
+        ctx.registry.update_mirror(name, deployment=rec.deployment.model_copy(update={"rebuild": None}))
+        if release_lease:
+            rebuild_gate.release(ctx, name)
+        ctx.registry.record_event(name, EVENT_ABORTED, f"generation {gen}: {why}")
+        progress(f"rebuild {name}: generation {gen} abandoned ({why})")
 
 
 def _drop_generation(ctx: Context, rec: MirrorRecord, gen: int) -> None:

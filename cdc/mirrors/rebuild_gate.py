@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -81,6 +82,23 @@ def _nudge(conn: Any) -> None:
         conn.execute(render.HEARTBEAT_QUERY)
     except Exception:  # noqa: BLE001 - no heartbeat table or no right to write it: the connector's own heartbeat will do
         pass
+
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def local_lock(name: str) -> threading.RLock:
+    """The lease is per process; within one (`cdc serve`: REST requests and the reconciler)
+    this lock keeps one thread at a time in a mirror's rebuild start / step / abort."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(name, threading.RLock())
+
+
+def held_elsewhere(ctx: Context, name: str) -> str | None:
+    """Who else holds the mirror's rebuild lease (None: nobody, or this process); reads only."""
+    got = ctx.registry.lease_holder(f"rebuild:{name}")
+    return got[0] if got and got[0] != holder() else None
 
 
 def holder() -> str:

@@ -103,7 +103,7 @@ class Watch:
 
     CHECK_S = 5.0
 
-    def __init__(self, ctx: Context, name: str, rb: Rebuild, renew: Callable[[], object],
+    def __init__(self, ctx: Context, name: str, rb: Rebuild, renew: Callable[[], str | None],
                  event: threading.Event | None = None) -> None:
         self.ctx, self.name, self.rb, self.renew = ctx, name, rb, renew
         self.event = event or threading.Event()
@@ -117,15 +117,15 @@ class Watch:
         self.checked = time.monotonic()
         rec = self.ctx.registry.get_mirror(self.name)
         cur = rec.deployment.rebuild if rec is not None and rec.deployment is not None else None
-        if cur is None or (cur.generation, cur.start_offset) != (self.rb.generation, self.rb.start_offset):
+        if cur is None or (cur.generation, cur.start_offset) != (self.rb.generation, self.rb.start_offset) \
+                or self.renew() is not None:    # superseded, abandoned, or another process drives it now
             self.event.set()
             return True
-        self.renew()
         return False
 
 
 def run(ctx: Context, name: str, rb: Rebuild, say: Any, on_load: Any = None,
-        renew: Callable[[], object] = lambda: None, watch: Watch | None = None) -> LoadProgress:
+        renew: Callable[[], str | None] = lambda: None, watch: Watch | None = None) -> LoadProgress:
     """Step 3, here and now: the table's rows into generation rb.generation's flat topic."""
     rec = ctx.registry.get_mirror(name)
     assert rec is not None and rec.deployment is not None
@@ -135,7 +135,7 @@ def run(ctx: Context, name: str, rb: Rebuild, say: Any, on_load: Any = None,
                              cancel=watch or Watch(ctx, name, rb, renew))
 
 
-def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Context], object],
+def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Context], str | None],
            release: Callable[[Context], object]) -> None:
     """Step 3 in a thread of this process (with its own registry connection); rebuild.step
     picks the outcome up from the progress file, in whichever process steps it next (the
@@ -157,7 +157,8 @@ def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Cont
                     finished_at=time.time()))
         finally:
             if own is not None:
-                release(own)
+                if not cancel.is_set():     # a cancelled load's rebuild is another's to drive now
+                    release(own)
                 own.close()
             with _LOCK:
                 if _RUNNING.get(name, (None,))[0] is threading.current_thread():

@@ -76,3 +76,18 @@ def test_one_process_drives_a_rebuild(tmp_path: Any) -> None:
     assert rebuild_gate.lease(Ctx(r), "orders") is None                                            # type: ignore[arg-type]
     assert r.lease_holder("rebuild:orders")[0] == rebuild_gate.holder()
     r.close()
+
+
+def test_a_failed_start_removes_only_its_own_generation(tmp_path: Any, monkeypatch: Any) -> None:
+    """start() undoing its generation 8 must not abandon generation 9, which another process
+    began meanwhile (and which superseded 8)."""
+    dropped: list[int] = []
+    monkeypatch.setattr(rebuild, "_drop_generation", lambda _ctx, _rec, gen: dropped.append(gen))
+    r = _registry(tmp_path, "orders")
+    rb = Rebuild(generation=9, table=T, group_id="g9", start_offset=10, load="copy")
+    r.update_mirror("orders", deployment=Deployment(table=T, group_id="g", rebuild=rb, last_generation=9))
+    rebuild.abort(Ctx(r), "orders", "its start failed", generation=8)                     # type: ignore[arg-type]
+    assert dropped == [8] and r.get_mirror("orders").deployment.rebuild.generation == 9
+    rebuild.abort(Ctx(r), "orders", "superseded")                                          # type: ignore[arg-type]
+    assert dropped == [8, 9] and r.get_mirror("orders").deployment.rebuild is None
+    r.close()
