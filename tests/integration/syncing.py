@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,3 +179,34 @@ def converge(c: service.Context, name: str, timeout: float, seen: list[dict] | N
     finally:
         rec.stop(timeout=5)
     raise AssertionError(f"reconciler did not converge in {timeout}s (did {kinds})")
+
+
+class TableWriter(threading.Thread):
+    """Inserts (30%), updates (60%) and deletes (10%) at `rate` transactions per second on a
+    table shaped (id bigint PRIMARY KEY, v int, note text, ts timestamptz) holding ids 1..rows,
+    until stopped; new ids start above rows + 1000 (a test's own inserts go below)."""
+
+    def __init__(self, dsn: str, table: str, rows: int, rate: float, seed: int = 7) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.t, self.rows, self.rate, self.seed = dsn, sql.Identifier("public", table), rows, rate, seed
+        self.stop, self.done = threading.Event(), 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng, nxt = random.Random(self.seed), self.rows + 1000
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                start = time.monotonic()
+                while not self.stop.is_set():
+                    op, k = rng.random(), rng.randint(100, self.rows)
+                    if op < 0.3:
+                        nxt += 1
+                        conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, 1, 'new', now())").format(self.t), (nxt,))
+                    elif op < 0.9:
+                        conn.execute(sql.SQL("UPDATE {} SET v = v + 1, ts = now() WHERE id = %s").format(self.t), (k,))
+                    else:
+                        conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(self.t), (k,))
+                    self.done += 1
+                    time.sleep(max(0.0, start + self.done / self.rate - time.monotonic()))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from cdc.postgres import catalog
 from cdc.core.settings import Settings
-from cdc.core.errors import NotFoundError, PreflightError, UnreachableError
+from cdc.core.errors import NotFoundError, PreflightError
 from cdc.core.models import Column
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,6 @@ the table joined) happens to publish T1's early changes too, and the broken vari
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ from psycopg import sql
 from cdc.mirrors import service
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.postgres import open_xacts
-from syncing import wait_for
+from syncing import TableWriter, wait_for
 
 pytestmark = pytest.mark.integration
 ROWS = 300_000
@@ -51,34 +50,6 @@ def table(pg: psycopg.Connection) -> Iterator[str]:
     pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
 
 
-class Writer(threading.Thread):
-    """Inserts, updates and deletes at RATE transactions per second until stopped."""
-
-    def __init__(self, dsn: str, name: str) -> None:
-        super().__init__(daemon=True)
-        self.dsn, self.t, self.stop, self.done = dsn, sql.Identifier("public", name), threading.Event(), 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        rng, nxt = random.Random(7), ROWS + 1000
-        try:
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
-                start = time.monotonic()
-                while not self.stop.is_set():
-                    op, k = rng.random(), rng.randint(100, ROWS)
-                    if op < 0.3:
-                        nxt += 1
-                        conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, 1, 'new', now())").format(self.t), (nxt,))
-                    elif op < 0.9:
-                        conn.execute(sql.SQL("UPDATE {} SET v = v + 1, ts = now() WHERE id = %s").format(self.t), (k,))
-                    else:
-                        conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(self.t), (k,))
-                    self.done += 1
-                    time.sleep(max(0.0, start + self.done / RATE - time.monotonic()))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-
 def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str,
               writes: bool = True) -> tuple[service.MirrorRecord, list[str]]:
     """Open T1 (insert + update + delete), add the mirror in a thread, commit T1 once a message
@@ -90,7 +61,7 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str,
     t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1', now())").format(t), (ROWS + 1,))
     t1.execute(sql.SQL("UPDATE {} SET v = -1, note = 'updated by T1' WHERE id = 10").format(t))
     t1.execute(sql.SQL("DELETE FROM {} WHERE id = 20").format(t))
-    writer = Writer(pg_dsn, name)
+    writer = TableWriter(pg_dsn, name, ROWS, RATE)
     result: dict[str, Any] = {}
 
     def add() -> None:

@@ -18,7 +18,6 @@ read, lose against the stale loaded rows: verify reports them.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from psycopg import sql
 from cdc.core import names
 from cdc.mirrors import initial_load, ops, rebuild_load, service
 from cdc.mirrors.verify import format_report, verify_mirror
-from syncing import wait_in_sync
+from syncing import TableWriter, wait_in_sync
 
 pytestmark = pytest.mark.integration
 ROWS = 200_000
@@ -44,8 +43,9 @@ def mirror(ctx: service.Context, pg: psycopg.Connection, monkeypatch: pytest.Mon
     monkeypatch.setattr(ctx.settings, "load_chunk_pages", 128)      # many ranges, both readers busy
     t = f"resync_{uuid.uuid4().hex[:6]}"
     ident = sql.Identifier("public", t)
-    pg.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, v int NOT NULL, note text)").format(ident))
-    pg.execute(sql.SQL("INSERT INTO {} SELECT g, g %% 1000, 'row ' || g FROM generate_series(1, %s) g")
+    pg.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, v int NOT NULL, note text, ts timestamptz)")
+               .format(ident))
+    pg.execute(sql.SQL("INSERT INTO {} SELECT g, g %% 1000, 'row ' || g, now() FROM generate_series(1, %s) g")
                .format(ident), (ROWS,))
     pg.execute(sql.SQL("ANALYZE {}").format(ident))
     name = service.add_mirror(ctx, "public", t, load="copy", progress=lambda _m: None).name
@@ -63,39 +63,13 @@ def _corrupt(ctx: service.Context, name: str, pg: psycopg.Connection) -> None:
     from confluent_kafka import Producer
     table = ctx.registry.get_mirror(name).spec.table_name
     v, note = pg.execute(sql.SQL("SELECT v, note FROM {} WHERE id = 5").format(sql.Identifier("public", table))).fetchone()
-    bad = {"id": 5, "v": v, "note": "CORRUPTED", "__deleted": False, "__seq": 10**15, "__source_ts_ms": 0, "__op": "u"}
+    bad = {"id": 5, "v": v, "note": "CORRUPTED", "ts": None, "__deleted": False, "__seq": 10**15, "__source_ts_ms": 0, "__op": "u"}
     ghost = {**bad, "id": 10**12, "note": "ghost"}
     p = Producer({"bootstrap.servers": ctx.settings.kafka_bootstrap, "partitioner": "murmur2_random"})
     for rec in (bad, ghost):
         p.produce(names.flat_topic(name), key=json.dumps({"id": rec["id"]}, separators=(",", ":")).encode(),
                   value=json.dumps(rec).encode())
     assert p.flush(30) == 0
-
-
-class Writer(threading.Thread):
-    def __init__(self, dsn: str, table: str) -> None:
-        super().__init__(daemon=True)
-        self.dsn, self.t, self.stop, self.done = dsn, sql.Identifier("public", table), threading.Event(), 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        rng, nxt = random.Random(11), ROWS + 1000
-        try:
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
-                start = time.monotonic()
-                while not self.stop.is_set():
-                    op, k = rng.random(), rng.randint(100, ROWS)
-                    if op < 0.3:
-                        nxt += 1
-                        conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, 1, 'new')").format(self.t), (nxt,))
-                    elif op < 0.9:
-                        conn.execute(sql.SQL("UPDATE {} SET v = v + 1 WHERE id = %s").format(self.t), (k,))
-                    else:
-                        conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(self.t), (k,))
-                    self.done += 1
-                    time.sleep(max(0.0, start + self.done / RATE - time.monotonic()))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
 
 
 def _resync_with_t1(ctx: service.Context, name: str, *, writes: bool) -> list[str]:
@@ -107,10 +81,10 @@ def _resync_with_t1(ctx: service.Context, name: str, *, writes: bool) -> list[st
     said: list[str] = []
     result: dict[str, Any] = {}
     t1 = psycopg.connect(dsn)                                   # one open transaction
-    t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1')").format(t), (ROWS + 1,))
+    t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1', now())").format(t), (ROWS + 1,))
     t1.execute(sql.SQL("UPDATE {} SET v = -1, note = 'updated by T1' WHERE id = 10").format(t))
     t1.execute(sql.SQL("DELETE FROM {} WHERE id = 20").format(t))
-    writer = Writer(dsn, rec.spec.table_name)
+    writer = TableWriter(dsn, rec.spec.table_name, ROWS, RATE, seed=11)
 
     def resync() -> None:
         try:
