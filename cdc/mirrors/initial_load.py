@@ -105,9 +105,9 @@ class Start:
         return self.marker_offset + 1
 
 
-def choose(requested: str | None, setting: str, spec: MirrorSpec, table: TableInfo, kafka: Any,
-           change_topic: str, flat_topic: str) -> Choice:
-    """Which path loads the existing rows (kafka: cdc.clients.kafka.KafkaAdmin)."""
+def choose_for_table(requested: str | None, setting: str, spec: MirrorSpec, table: TableInfo) -> Choice:
+    """Which path reads the table's rows, as far as the table and the setting decide (a
+    rebuild's choice; `mirror add` also looks at the topics: choose())."""
     mode = requested or setting
     if mode not in MODES:
         raise CdcError(f"unknown initial load {mode!r}", hint=f"use one of {', '.join(MODES)}")
@@ -115,6 +115,15 @@ def choose(requested: str | None, setting: str, spec: MirrorSpec, table: TableIn
         return Choice(DEBEZIUM)
     if why := flat_sql.refusal(spec, table):
         return Choice(DEBEZIUM, f"the copy load cannot serve this mirror: {why}")
+    return Choice(COPY)
+
+
+def choose(requested: str | None, setting: str, spec: MirrorSpec, table: TableInfo, kafka: Any,
+           change_topic: str, flat_topic: str) -> Choice:
+    """Which path loads a new mirror's existing rows (kafka: cdc.clients.kafka.KafkaAdmin)."""
+    choice = choose_for_table(requested, setting, spec, table)
+    if not choice.copy:
+        return choice
     present = kafka.topics()
     kept = [t for t in (change_topic, flat_topic) if t in present and sum(kafka.end_offsets(t).values()) > 0]
     if kept:

@@ -53,7 +53,7 @@ from cdc.core import names
 from cdc.core.errors import CdcError, ConflictError, first_line
 from cdc.core.models import MirrorSpec, TableInfo
 from cdc.mapping import dbz_names, render
-from cdc.mirrors import rebuild_gate, rebuild_load, snapshot, topic_tail
+from cdc.mirrors import initial_load, rebuild_gate, rebuild_load, snapshot, topic_tail
 from cdc.mirrors.context import Context, pinot_enabled
 from cdc.mirrors.rebuild_gate import RebuildDeferred
 from cdc.mirrors.registry import Deployment, MirrorRecord, Rebuild
@@ -112,15 +112,15 @@ def start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dic
 def _start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: dict[str, int] | None,
            progress: Progress, load: str | None, background: bool, on_load: Any, attempts: int) -> Rebuild:
     if (other := rebuild_gate.held_elsewhere(ctx, name)) is not None:
-        raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
-                              f"{name}` shows it (a holder that died lets go after {rebuild_gate.LEASE_TTL_S:.0f}s)")
+        raise rebuild_gate.driven_elsewhere(name, other)
     rec = ctx.registry.get_mirror(name)
     if rec is None or rec.deployment is None:
         raise ConflictError(f"mirror {name} has no recorded deployment to rebuild",
                             hint="let the reconciler record it: run `cdc serve` for a few seconds")
     render.render_flink_sql(rec.spec, table, kafka_bootstrap="x:1", change_topic="x", flat_topic="x",
                             group_id="x")          # the new shape renders (a ConfigError otherwise)
-    mode, why_not_copy = rebuild_load.mode_for(load, ctx.settings.initial_load, rec.spec, table)
+    choice = initial_load.choose_for_table(load, ctx.settings.initial_load, rec.spec, table)
+    mode, why_not_copy = choice.mode, choice.why
     src = get_source(ctx, rec.spec.source)
     cname = names.connector_name(src.name)
     rebuild_gate.wait_streamed_up_to_now(ctx, src, name, fills=table.model_dump_json() + repr(sorted((filenodes or {}).items())))
@@ -129,8 +129,7 @@ def _start(ctx: Context, name: str, reason: str, table: TableInfo, filenodes: di
         raise RebuildDeferred(f"a snapshot is running on connector {cname}: the rebuild of {name} starts once it ends",
                               hint="`cdc mirror status` shows it; the reconciler (`cdc serve`) starts the rebuild then")
     if (other := rebuild_gate.lease(ctx, name)) is not None:       # taken last: no deferral holds it
-        raise RebuildDeferred(f"the rebuild of {name} is driven by {other}", hint="it goes on there; `cdc mirror status "
-                              f"{name}` shows it (a holder that died lets go after {rebuild_gate.LEASE_TTL_S:.0f}s)")
+        raise rebuild_gate.driven_elsewhere(name, other)
     gen = _next_generation(ctx, rec)     # above the one in flight: a torn-down number is never reused
     if rec.deployment.rebuild is not None:
         abort(ctx, name, f"superseded: {reason}", progress, release_lease=False)
@@ -182,10 +181,9 @@ def _fill(ctx: Context, rec: MirrorRecord, dep: Deployment, rb: Rebuild, src: An
     if mode == rebuild_load.COPY:
         _record_started(ctx, name, rb, ctopic, topic, f"copy load, rows at __seq of offset {j - 1}")
         if background:
-            rebuild_load.launch(ctx, name, rb, progress, renew=lambda c: rebuild_gate.lease(c, name),
-                                release=lambda c: rebuild_gate.release(c, name))
+            rebuild_load.launch(ctx, name, rb, progress)
         else:
-            rebuild_load.run(ctx, name, rb, progress, on_load, renew=lambda: rebuild_gate.lease(ctx, name))
+            rebuild_load.run(ctx, name, rb, progress, on_load)
         return rb
     rb = _submit(ctx, rec, rb)
     rb = rb.model_copy(update={"signal_id": snapshot.send_signal(ctx, src, [(rec.spec.schema_name,
@@ -262,8 +260,7 @@ def status(ctx: Context, rec: MirrorRecord) -> dict[str, Any] | None:
     rb = dep.rebuild
     out: dict[str, Any] = {"generation": rb.generation, "serving_generation": dep.generation, "reason": rb.reason,
                            "started_at": rb.started_at, "elapsed_s": round(time.time() - rb.started_at, 1),
-                           "job": rb.job_id, "start_offset": rb.start_offset}
-    out["load"] = rb.load
+                           "job": rb.job_id, "start_offset": rb.start_offset, "load": rb.load}
     try:
         if rb.load == rebuild_load.COPY:
             st, lp = rebuild_load.phase(ctx, rec, rb)
@@ -354,20 +351,17 @@ def _after_load(ctx: Context, rec: MirrorRecord, rb: Rebuild, progress: Progress
                   progress)
             ctx.registry.update_mirror(rec.name, state="error")
             return "done", f"rebuild abandoned: its load keeps failing ({why})"
-        try:
-            new = start(ctx, rec.name, f"restarted (the load {st}: {why}): {rb.reason}", rb.table, rb.filenodes,
-                        progress, load=rebuild_load.COPY, attempts=rb.attempts + 1)
-        except RebuildDeferred as exc:
-            return "noop", exc.message
-        return "done", f"rebuild restarted as generation {new.generation} (the load {st}: {why})"
+        return _restart(ctx, rec.name, f"restarted (the load {st}: {why}): {rb.reason}", rb, progress,
+                        load=rebuild_load.COPY, attempts=rb.attempts + 1)
     assert rec.deployment is not None
     rb = _submit(ctx, rec, rb.model_copy(update={"loaded_at": time.time()}))
     return rb
 
 
-def _restart(ctx: Context, name: str, reason: str, rb: Rebuild, progress: Progress) -> tuple[str, str]:
+def _restart(ctx: Context, name: str, reason: str, rb: Rebuild, progress: Progress, *, load: str | None = None,
+             attempts: int = 0) -> tuple[str, str]:
     try:
-        new = start(ctx, name, reason, rb.table, rb.filenodes, progress)
+        new = start(ctx, name, reason, rb.table, rb.filenodes, progress, load=load, attempts=attempts)
     except RebuildDeferred as exc:
         return "noop", exc.message
     return "done", f"rebuild restarted as generation {new.generation}"
@@ -392,8 +386,7 @@ def switch(ctx: Context, name: str, progress: Progress = lambda _m: None) -> tup
         # the logical table's schema carries its name: the columns of the generation it routes to
         ctx.controller.add_schema(render.render_pinot_schema(rec.spec, rb.table), override=True, force=True)
         ctx.controller.put_logical_table(logical)
-    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb, time.time()), flink_job_id=rb.job_id,
-                               **({"state": "running"} if rec.state == "error" else {}))   # a resync out of error
+    ctx.registry.update_mirror(name, deployment=deployment_of(dep, rb, time.time()), flink_job_id=rb.job_id)
     took = time.time() - rb.started_at
     ctx.registry.record_event(name, EVENT_SWITCHED, f"generation {old} -> {rb.generation} after {took:.1f}s "
                                                     f"({rb.reason}){checked}")

@@ -95,10 +95,20 @@ def local_lock(name: str) -> threading.RLock:
         return _LOCKS.setdefault(name, threading.RLock())
 
 
+def _lease_name(mirror: str) -> str:
+    return f"rebuild:{mirror}"
+
+
 def held_elsewhere(ctx: Context, name: str) -> str | None:
     """Who else holds the mirror's rebuild lease (None: nobody, or this process); reads only."""
-    got = ctx.registry.lease_holder(f"rebuild:{name}")
+    got = ctx.registry.lease_holder(_lease_name(name))
     return got[0] if got and got[0] != holder() else None
+
+
+def driven_elsewhere(name: str, other: str) -> RebuildDeferred:
+    return RebuildDeferred(f"the rebuild of {name} is driven by {other}",
+                           hint=f"it goes on there; `cdc mirror status {name}` shows it (a holder that died lets go "
+                                f"after {LEASE_TTL_S:.0f}s)")
 
 
 def holder() -> str:
@@ -110,13 +120,12 @@ def holder() -> str:
 def lease(ctx: Context, name: str) -> str | None:
     """Take or extend this process' lease on the mirror's rebuild: None when it is ours, else
     who holds it (the rebuild's steps and load run in one process at a time)."""
-    lease = f"rebuild:{name}"
-    if ctx.registry.acquire_lease(holder(), LEASE_TTL_S, name=lease):
+    if ctx.registry.acquire_lease(holder(), LEASE_TTL_S, name=_lease_name(name)):
         return None
-    got = ctx.registry.lease_holder(lease)
+    got = ctx.registry.lease_holder(_lease_name(name))
     return got[0] if got else "another process"
 
 
 def release(ctx: Context, name: str) -> None:
     """Let go of the mirror's rebuild lease if this process holds it (`resync` ends)."""
-    ctx.registry.release_lease(holder(), name=f"rebuild:{name}")
+    ctx.registry.release_lease(holder(), name=_lease_name(name))

@@ -3,7 +3,7 @@
 `cdc mirror resync` and the rebuilds of schema changes (cdc.mirrors.rebuild) read the table's
 existing rows the way `mirror add` does (CDC_INITIAL_LOAD=copy, the default;
 cdc.mirrors.initial_load), not through Debezium's incremental snapshot, when the table allows
-it (cdc.mapping.flat_sql.refusal) -- ~6x faster here (bench/README.md "Initial load").
+it (initial_load.choose_for_table) -- ~6x faster here (bench/README.md "Initial load").
 
 Order (rebuild.start, then rebuild.step on every reconciler pass):
   1. start: the connector has confirmed the WAL written before the rebuild began
@@ -50,14 +50,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from cdc.core import names
 from cdc.core.errors import first_line
-from cdc.core.models import MirrorSpec, TableInfo
-from cdc.mapping import flat_sql
-from cdc.mirrors import initial_load, load_progress
+from cdc.mirrors import initial_load, load_progress, rebuild_gate
 from cdc.mirrors.context import Context, context
 from cdc.mirrors.load_progress import LoadProgress
 from cdc.mirrors.registry import MirrorRecord, Rebuild
@@ -69,18 +66,6 @@ LOAD_STALE_S = 90.0
 #: mirror -> (its load's thread, the event that cancels it), loads running in this process
 _RUNNING: dict[str, tuple[threading.Thread, threading.Event]] = {}
 _LOCK = threading.Lock()
-
-
-def mode_for(requested: str | None, setting: str, spec: MirrorSpec, table: TableInfo) -> tuple[str, str]:
-    """(COPY | DEBEZIUM, why Debezium when copy was asked for)."""
-    mode = requested or setting
-    if mode not in initial_load.MODES:
-        from cdc.core.errors import CdcError
-        raise CdcError(f"unknown initial load {mode!r}", hint=f"use one of {', '.join(initial_load.MODES)}")
-    if mode == DEBEZIUM:
-        return DEBEZIUM, ""
-    why = flat_sql.refusal(spec, table)
-    return (DEBEZIUM, f"the copy load cannot serve this table: {why}") if why else (COPY, "")
 
 
 def mark(ctx: Context, rec: MirrorRecord, change_topic: str) -> initial_load.Start:
@@ -98,14 +83,13 @@ def _start_of(rb: Rebuild, epoch: int) -> initial_load.Start:
 class Watch:
     """A load's stop signal (its is_set() is asked once a second): set here (this process gave
     the rebuild up), or, looked up every CHECK_S, the registry no longer has this rebuild in
-    flight (another process superseded or abandoned it). Each look also extends the rebuild's
-    lease (`renew`), so a long load keeps the rebuild its own."""
+    flight (another process superseded or abandoned it) or another process holds its lease.
+    Each look also extends the lease, so a long load keeps the rebuild its own."""
 
     CHECK_S = 5.0
 
-    def __init__(self, ctx: Context, name: str, rb: Rebuild, renew: Callable[[], str | None],
-                 event: threading.Event | None = None) -> None:
-        self.ctx, self.name, self.rb, self.renew = ctx, name, rb, renew
+    def __init__(self, ctx: Context, name: str, rb: Rebuild, event: threading.Event | None = None) -> None:
+        self.ctx, self.name, self.rb = ctx, name, rb
         self.event = event or threading.Event()
         self.checked = time.monotonic()
 
@@ -118,25 +102,24 @@ class Watch:
         rec = self.ctx.registry.get_mirror(self.name)
         cur = rec.deployment.rebuild if rec is not None and rec.deployment is not None else None
         if cur is None or (cur.generation, cur.start_offset) != (self.rb.generation, self.rb.start_offset) \
-                or self.renew() is not None:    # superseded, abandoned, or another process drives it now
+                or rebuild_gate.lease(self.ctx, self.name) is not None:   # superseded, abandoned, or driven elsewhere
             self.event.set()
             return True
         return False
 
 
 def run(ctx: Context, name: str, rb: Rebuild, say: Any, on_load: Any = None,
-        renew: Callable[[], str | None] = lambda: None, watch: Watch | None = None) -> LoadProgress:
+        watch: Watch | None = None) -> LoadProgress:
     """Step 3, here and now: the table's rows into generation rb.generation's flat topic."""
     rec = ctx.registry.get_mirror(name)
     assert rec is not None and rec.deployment is not None
     src = get_source(ctx, rec.spec.source)
     return initial_load.load(ctx, src, rec.spec, rb.table, _start_of(rb, rec.deployment.seq_epoch), say, on_load,
                              flat_topic=names.flat_topic(name, rb.generation), wait_open=False,
-                             cancel=watch or Watch(ctx, name, rb, renew))
+                             cancel=watch or Watch(ctx, name, rb))
 
 
-def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Context], str | None],
-           release: Callable[[Context], object]) -> None:
+def launch(ctx: Context, name: str, rb: Rebuild, say: Any) -> None:
     """Step 3 in a thread of this process (with its own registry connection); rebuild.step
     picks the outcome up from the progress file, in whichever process steps it next (the
     thread lets go of the rebuild's lease when it ends: a REST request's process does not
@@ -147,7 +130,7 @@ def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Cont
         own: Context | None = None
         try:
             own = context(ctx.settings)
-            run(own, name, rb, say, watch=Watch(own, name, rb, lambda: renew(own), cancel))   # type: ignore[arg-type]
+            run(own, name, rb, say, watch=Watch(own, name, rb, cancel))
         except Exception as exc:  # noqa: BLE001 - recorded for step(), which restarts or gives up
             say(f"rebuild {name}: generation {rb.generation}: load failed: {first_line(exc, 300)}")
             p = load_progress.read(ctx.settings.registry_file, name)
@@ -158,7 +141,7 @@ def launch(ctx: Context, name: str, rb: Rebuild, say: Any, renew: Callable[[Cont
         finally:
             if own is not None:
                 if not cancel.is_set():     # a cancelled load's rebuild is another's to drive now
-                    release(own)
+                    rebuild_gate.release(own, name)
                 own.close()
             with _LOCK:
                 if _RUNNING.get(name, (None,))[0] is threading.current_thread():

@@ -210,3 +210,28 @@ class TableWriter(threading.Thread):
                     time.sleep(max(0.0, start + self.done / self.rate - time.monotonic()))
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+
+
+def open_t1(dsn: str, table: str, new_id: int) -> psycopg.Connection:
+    """T1: one transaction left open that inserts `new_id` (v = -1), updates id 10 and deletes
+    id 20 of a TableWriter-shaped table; the caller commits it (or closes it to roll back)."""
+    t = sql.Identifier("public", table)
+    t1 = psycopg.connect(dsn)                        # not autocommit
+    t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1', now())").format(t), (new_id,))
+    t1.execute(sql.SQL("UPDATE {} SET v = -1, note = 'updated by T1' WHERE id = 10").format(t))
+    t1.execute(sql.SQL("DELETE FROM {} WHERE id = 20").format(t))
+    return t1
+
+
+class Background(threading.Thread):
+    """fn() in a daemon thread: `result`, or `error` (whatever it raised), once it ended."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            self.error = exc

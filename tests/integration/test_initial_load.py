@@ -16,11 +16,9 @@ the table joined) happens to publish T1's early changes too, and the broken vari
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -29,7 +27,7 @@ from psycopg import sql
 from cdc.mirrors import service
 from cdc.mirrors.verify import format_report, verify_mirror
 from cdc.postgres import open_xacts
-from syncing import TableWriter, wait_for
+from syncing import Background, TableWriter, open_t1, wait_for
 
 pytestmark = pytest.mark.integration
 ROWS = 300_000
@@ -55,35 +53,24 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str,
     """Open T1 (insert + update + delete), add the mirror in a thread, commit T1 once a message
     containing `commit_when` appears, keep writing (`writes`); returns the mirror and the add's
     messages."""
-    t = sql.Identifier("public", name)
     said: list[str] = []
-    t1 = psycopg.connect(pg_dsn)                     # not autocommit: one open transaction
-    t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1', now())").format(t), (ROWS + 1,))
-    t1.execute(sql.SQL("UPDATE {} SET v = -1, note = 'updated by T1' WHERE id = 10").format(t))
-    t1.execute(sql.SQL("DELETE FROM {} WHERE id = 20").format(t))
+    t1 = open_t1(pg_dsn, name, ROWS + 1)
     writer = TableWriter(pg_dsn, name, ROWS, RATE)
-    result: dict[str, Any] = {}
-
-    def add() -> None:
-        try:
-            result["rec"] = service.add_mirror(ctx, "public", name, load="copy", progress=said.append)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
-            result["error"] = exc
-    adder = threading.Thread(target=add, daemon=True)
+    adder = Background(lambda: service.add_mirror(ctx, "public", name, load="copy", progress=said.append))
     if writes:
         writer.start()
     adder.start()
     try:
         try:
             wait_for(f"the add to say {commit_when!r}",
-                     lambda: any(commit_when in m for m in said) or "error" in result, timeout=180, poll=0.05)
+                     lambda: any(commit_when in m for m in said) or adder.error is not None, timeout=180, poll=0.05)
         except AssertionError:
             print("\n".join(said))
             raise
         t1.commit()
         said.append("test: T1 committed")
         adder.join(300)
-        assert "error" not in result, result.get("error")
+        assert adder.error is None, adder.error
         time.sleep(3)                                 # writes go on after the load too
     finally:
         writer.stop.set()
@@ -93,7 +80,7 @@ def _scenario(ctx: service.Context, pg_dsn: str, name: str, *, commit_when: str,
     assert writer.error is None, writer.error
     assert writer.done > RATE or not writes, f"only {writer.done} writer transactions"
     print("\n".join(said))
-    return result["rec"], said
+    return adder.result, said
 
 
 @pytest.fixture

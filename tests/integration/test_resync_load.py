@@ -18,7 +18,6 @@ read, lose against the stale loaded rows: verify reports them.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from psycopg import sql
 from cdc.core import names
 from cdc.mirrors import initial_load, ops, rebuild_load, service
 from cdc.mirrors.verify import format_report, verify_mirror
-from syncing import TableWriter, wait_in_sync
+from syncing import Background, TableWriter, open_t1, wait_for, wait_in_sync
 
 pytestmark = pytest.mark.integration
 ROWS = 200_000
@@ -76,31 +75,22 @@ def _resync_with_t1(ctx: service.Context, name: str, *, writes: bool) -> list[st
     """T1 opened before the resync (insert, update, delete), committed once the load is done
     reading; the resync (load inline, then steps to the switch) in a thread."""
     rec = ctx.registry.get_mirror(name)
-    t = sql.Identifier("public", rec.spec.table_name)
     dsn = ctx.settings.local_postgres_dsn
     said: list[str] = []
-    result: dict[str, Any] = {}
-    t1 = psycopg.connect(dsn)                                   # one open transaction
-    t1.execute(sql.SQL("INSERT INTO {} VALUES (%s, -1, 'from T1', now())").format(t), (ROWS + 1,))
-    t1.execute(sql.SQL("UPDATE {} SET v = -1, note = 'updated by T1' WHERE id = 10").format(t))
-    t1.execute(sql.SQL("DELETE FROM {} WHERE id = 20").format(t))
+    t1 = open_t1(dsn, rec.spec.table_name, ROWS + 1)
     writer = TableWriter(dsn, rec.spec.table_name, ROWS, RATE, seed=11)
-
-    def resync() -> None:
-        try:
-            result["out"] = ops.resync_and_wait(service.context(ctx.settings), name, progress=said.append,
-                                                timeout=600)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
-            result["error"] = exc
-    th = threading.Thread(target=resync, daemon=True)
+    th = Background(lambda: ops.resync_and_wait(service.context(ctx.settings), name, progress=said.append,
+                                                timeout=600))
     if writes:
         writer.start()
     th.start()
     try:
-        deadline = time.monotonic() + 300
-        while not any(m.startswith(f"load {name}: done") for m in said) and "error" not in result:
-            assert time.monotonic() < deadline, "\n".join(said)
-            time.sleep(0.05)
+        try:
+            wait_for("the load to be done reading", lambda: any(m.startswith(f"load {name}: done") for m in said)
+                     or th.error is not None, timeout=300, poll=0.05)
+        except AssertionError:
+            print("\n".join(said))
+            raise
         t1.commit()
         said.append("test: T1 committed")
         th.join(600)
@@ -111,7 +101,7 @@ def _resync_with_t1(ctx: service.Context, name: str, *, writes: bool) -> list[st
             writer.join(10)
         t1.close()
     print("\n".join(said))
-    assert "error" not in result, result.get("error")
+    assert th.error is None, th.error
     assert writer.error is None, writer.error
     assert writer.done > RATE or not writes, f"only {writer.done} writer transactions"
     return said

@@ -1,4 +1,5 @@
-"""cdc.mirrors.rebuild_load: which path reads a rebuild's rows, and where its load is."""
+"""cdc.mirrors.rebuild_load: which path reads a rebuild's rows (initial_load.choose_for_table), and
+where its load is."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from cdc.core.errors import CdcError
 from cdc.core.models import Column, MirrorRules, MirrorSpec, TableInfo
-from cdc.mirrors import load_progress, rebuild_load
+from cdc.mirrors import initial_load, load_progress, rebuild_load
 from cdc.mirrors.load_progress import LoadProgress
 from cdc.mirrors.registry import Rebuild
 
@@ -21,15 +22,17 @@ T = TableInfo(schema_name="public", table_name="t", primary_key=["id"],
 SPEC = MirrorSpec(name="m", source="s1", schema_name="public", table_name="t")
 
 
-def test_mode_follows_the_setting_and_the_tables_refusal() -> None:
-    assert rebuild_load.mode_for(None, "copy", SPEC, T) == ("copy", "")
-    assert rebuild_load.mode_for("debezium", "copy", SPEC, T) == ("debezium", "")
-    assert rebuild_load.mode_for(None, "debezium", SPEC, T) == ("debezium", "")
-    masked = SPEC.model_copy(update={"rules": MirrorRules(mask_columns={"v": "redact"})})
-    mode, why = rebuild_load.mode_for(None, "copy", masked, T)
-    assert mode == "debezium" and "masked" in why
+def test_a_rebuilds_load_path_follows_the_setting_and_the_tables_refusal() -> None:
+    def mode(requested: str | None, setting: str, spec: MirrorSpec = SPEC) -> tuple[str, str]:
+        c = initial_load.choose_for_table(requested, setting, spec, T)
+        return c.mode, c.why
+    assert mode(None, "copy") == ("copy", "")
+    assert mode("debezium", "copy") == ("debezium", "")
+    assert mode(None, "debezium") == ("debezium", "")
+    got, why = mode(None, "copy", SPEC.model_copy(update={"rules": MirrorRules(mask_columns={"v": "redact"})}))
+    assert got == "debezium" and "masked" in why
     with pytest.raises(CdcError, match="unknown initial load 'fast'"):
-        rebuild_load.mode_for("fast", "copy", SPEC, T)
+        mode("fast", "copy")
 
 
 def _ctx(tmp_path: Path) -> Any:
